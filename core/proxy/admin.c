@@ -1,0 +1,60 @@
+/*
+ * admin.c: the proxy's admin endpoints (loopback only by default):
+ *   GET  /ready          200 once listening with config, else 503
+ *   GET  /config_dump    listeners, routes, clusters, endpoints, filter chain
+ *   GET  /stats          counters, "name: value" per line
+ *   POST /quitquitquit   graceful exit
+ */
+#include "proxy/proxy.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/httpd.h"
+
+static wf_httpd *server;
+
+static void handle(const char *method, const char *path, wf_http_reply *r)
+{
+    size_t plen = strcspn(path, "?");
+
+    if (plen == 6 && strncmp(path, "/ready", 6) == 0) {
+        int ok = wf_proxy_ready();
+        wf_http_reply_text(r, ok ? 200 : 503, "text/plain", ok ? "LIVE\n" : "NOT READY\n");
+    } else if (plen == 12 && strncmp(path, "/config_dump", 12) == 0) {
+        wf_snapshot *s = wf_proxy_current();
+        json_t *d = s ? wf_snapshot_dump(s) : json_object();
+        r->status = 200;
+        r->content_type = "application/json";
+        r->body = json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        r->len = r->body ? strlen(r->body) : 0;
+        json_decref(d);
+    } else if (plen == 6 && strncmp(path, "/stats", 6) == 0) {
+        r->status = 200;
+        r->content_type = "text/plain";
+        r->body = wf_stats_text();
+        r->len = r->body ? strlen(r->body) : 0;
+    } else if (plen == 13 && strncmp(path, "/quitquitquit", 13) == 0) {
+        if (strcmp(method, "POST") != 0) {
+            wf_http_reply_text(r, 405, "text/plain", "use POST /quitquitquit\n");
+            return;
+        }
+        wf_http_reply_text(r, 200, "text/plain", "OK\n");
+        wf_proxy_quit();
+    } else if (plen == 1) {
+        wf_http_reply_text(r, 200, "text/plain",
+                           "weft admin: /ready /config_dump /stats POST /quitquitquit\n");
+    }
+}
+
+int wf_admin_start(uv_loop_t *loop, const char *addr, char *err, size_t errlen)
+{
+    server = wf_httpd_start(loop, addr, handle, err, errlen);
+    return server ? 0 : -1;
+}
+
+void wf_admin_stop(void)
+{
+    wf_httpd_stop(server);
+    server = NULL;
+}

@@ -1,0 +1,806 @@
+/*
+ * downstream.c: HTTP/1.1 connections from clients (apps on the outbound
+ * listener, peer proxies on the inbound one).  This is where a request is
+ * parsed (llhttp), turned into a stream, sent through the filter chain
+ * (chain.c), forwarded (upstream.c) and answered.
+ *
+ * One stream at a time per connection: a pipelined request is parsed only
+ * after the previous response is complete (the parser pauses at the end
+ * of each message and keeps the unparsed bytes), so responses stay in
+ * order.  Body bytes are streamed, never buffered whole: when the other
+ * side's write queue is above the high-water mark, reading stops.
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/log.h"
+
+static llhttp_settings_t settings;
+static uint64_t next_stream_id;
+
+static void dc_close(wf_dconn *dc);
+static void stream_maybe_finish(wf_stream *s);
+static void dc_feed(wf_dconn *dc, const char *data, size_t len);
+static void start_reading(wf_dconn *dc);
+
+/* ---- header lists ---- */
+
+wf_hdrs *wf_stream_hdrs(wf_stream *s, wf_part part)
+{
+    switch (part) {
+    case WF_REQUEST:
+        return &s->req;
+    case WF_RESPONSE:
+        return &s->resp;
+    default:
+        return NULL; /* trailers arrive with HTTP/2 */
+    }
+}
+
+/* ---- streams ---- */
+
+static wf_stream *stream_new(wf_dconn *dc)
+{
+    wf_arena a;
+    wf_stream *s;
+    wf_worker *w = dc->w;
+
+    wf_arena_init(&a, WF_STREAM_MEM_LIMIT);
+    s = wf_arena_alloc(&a, sizeof(*s));
+    if (!s)
+        return NULL;
+    memset(s, 0, sizeof(*s));
+    s->arena = a;
+    s->w = w;
+    s->dc = dc;
+    s->id = ++next_stream_id;
+    s->snap = w->snap;
+    wf_snapshot_ref(s->snap);
+    s->l = dc->lindex < s->snap->n_ls ? &s->snap->ls[dc->lindex] : NULL;
+    s->req_cl = -1;
+    s->flags = "-";
+    s->pending_tail = &s->pending;
+    s->start_us = wf_now_us();
+    s->start_ms = uv_now(&w->loop);
+    memcpy(s->peer, dc->peer, sizeof(s->peer));
+    w->n_streams++;
+    return s;
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void stream_free(wf_stream *s)
+{
+    wf_arena a;
+    wf_worker *w = s->w;
+
+    wf_chain_stream_destroy(s);
+    for (wf_timer *t = s->timers; t; t = t->next) {
+        uv_timer_stop(&t->t);
+        uv_close((uv_handle_t *)&t->t, timer_closed);
+    }
+    for (wf_chunk *c = s->pending, *n; c; c = n) {
+        n = c->next;
+        free(c);
+    }
+    wf_snapshot_unref(s->snap);
+    w->n_streams--;
+    a = s->arena; /* the stream lives in its own arena */
+    wf_arena_reset(&a);
+}
+
+static void count_status(wf_worker *w, wf_stream *s)
+{
+    int cls = s->status / 100;
+
+    wf_stat_add(w, WF_ST_DOWNSTREAM_RQ_ACTIVE, -1);
+    if (cls >= 1 && cls <= 5)
+        wf_stat_add(w, WF_ST_DOWNSTREAM_RQ_1XX + cls - 1, 1);
+    if (s->cluster) {
+        wf_cluster *c = s->cluster;
+        if (cls == 2)
+            wf_stat_add(w, c->st_rq_2xx, 1);
+        else if (cls == 4)
+            wf_stat_add(w, c->st_rq_4xx, 1);
+        else if (cls == 5)
+            wf_stat_add(w, c->st_rq_5xx, 1);
+    }
+}
+
+/* Ends the stream once both the request was read and the response sent. */
+static void stream_maybe_finish(wf_stream *s)
+{
+    wf_dconn *dc = s->dc;
+
+    if (!s->req_done || !s->resp_done)
+        return;
+    count_status(s->w, s);
+    wf_chain_complete(s);
+    wf_upstream_detach(s);
+    dc->s = NULL;
+    if (s->want_close || atomic_load(&s->w->drain)) {
+        stream_free(s);
+        dc_close(dc);
+        return;
+    }
+    stream_free(s);
+    if (dc->paused) {
+        /* Parse what the client pipelined behind this request. */
+        char *held = dc->held;
+        size_t n = dc->held_len;
+        dc->held = NULL;
+        dc->held_len = 0;
+        dc->paused = 0;
+        llhttp_resume(&dc->parser);
+        if (n)
+            dc_feed(dc, held, n);
+        free(held);
+        if (!dc->paused && !dc->closing && !dc->reading)
+            start_reading(dc);
+    }
+}
+
+/* ---- writing downstream ---- */
+
+static void dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
+{
+    if (dc->closing)
+        return;
+    if (wf_write((uv_stream_t *)&dc->tcp, &dc->wq, b, n) < 0)
+        dc_close(dc);
+}
+
+size_t wf_stream_downstream_queued(wf_stream *s)
+{
+    return s->dc->wq.queued;
+}
+
+/* Called by the chain after the response hooks: serialises the head. */
+void wf_stream_write_head(wf_stream *s)
+{
+    wf_hdrs *h = &s->resp;
+    size_t cap = 256, len;
+    char *p;
+    int no_body = s->head || s->status == 204 || s->status == 304 || s->status < 200;
+    wf_str cl;
+    int has_cl = wf_hdrs_get(h, "content-length", 14, &cl);
+
+    for (uint32_t i = 0; i < h->n; i++)
+        cap += h->v[i].name.len + h->v[i].value.len + 4;
+    p = wf_arena_alloc(&s->arena, cap);
+    if (!p) {
+        dc_close(s->dc);
+        return;
+    }
+    len = (size_t)snprintf(p, cap, "HTTP/1.1 %d %s\r\n", s->status, wf_http_reason(s->status));
+    for (uint32_t i = 0; i < h->n; i++) {
+        const wf_hdr *x = &h->v[i];
+        if (x->name.p[0] == ':')
+            continue;
+        if (wf_http_hop_by_hop(&x->name) &&
+            !(x->name.len == 14 && strncasecmp(x->name.p, "content-length", 14) == 0))
+            continue;
+        memcpy(p + len, x->name.p, x->name.len);
+        len += x->name.len;
+        p[len++] = ':';
+        p[len++] = ' ';
+        memcpy(p + len, x->value.p, x->value.len);
+        len += x->value.len;
+        p[len++] = '\r';
+        p[len++] = '\n';
+    }
+    if (!has_cl && !no_body) {
+        if (s->http_minor >= 1) {
+            s->resp_chunked_out = 1;
+            memcpy(p + len, "transfer-encoding: chunked\r\n", 28);
+            len += 28;
+        } else {
+            s->want_close = 1;
+        }
+    }
+    if (s->want_close || atomic_load(&s->w->drain)) {
+        memcpy(p + len, "connection: close\r\n", 19);
+        len += 19;
+    }
+    p[len++] = '\r';
+    p[len++] = '\n';
+    s->resp_started = 1;
+    {
+        uv_buf_t b = uv_buf_init(p, (unsigned)len);
+        dc_write(s->dc, &b, 1);
+    }
+}
+
+void wf_stream_response_body(wf_stream *s, const char *data, size_t len)
+{
+    if (!len || s->head)
+        return;
+    s->resp_bytes += len;
+    if (s->resp_chunked_out) {
+        char hdr[24];
+        uv_buf_t b[3];
+        int n = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+        b[0] = uv_buf_init(hdr, (unsigned)n);
+        b[1] = uv_buf_init((char *)data, (unsigned)len);
+        b[2] = uv_buf_init("\r\n", 2);
+        dc_write(s->dc, b, 3);
+    } else {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        dc_write(s->dc, &b, 1);
+    }
+    if (s->dc->wq.queued > WF_WRITE_HIGH_WATER)
+        wf_upstream_read_control(s, 0);
+}
+
+void wf_stream_response_end(wf_stream *s)
+{
+    if (s->resp_chunked_out && !s->head) {
+        uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
+        dc_write(s->dc, &b, 1);
+    }
+    s->resp_done = 1;
+    if (!s->req_done && !s->dc->reading && !s->dc->paused && !s->dc->closing)
+        start_reading(s->dc); /* answered early: read (and drop) the rest */
+    stream_maybe_finish(s);
+}
+
+void wf_stream_response_head(wf_stream *s)
+{
+    wf_chain_response_headers(s, 0);
+}
+
+void wf_stream_local_reply(wf_stream *s, int status, const char *body, size_t len, const char *flags)
+{
+    char cl[24];
+    char *copy;
+    wf_hdrs pre;
+    wf_str ct;
+
+    if (s->resp_started) {
+        /* Too late for a reply: the client already has a head. */
+        dc_close(s->dc);
+        return;
+    }
+    wf_upstream_detach(s);
+    s->local_reply = 1;
+    s->flags = flags ? wf_arena_strndup(&s->arena, flags, strlen(flags)) : "-";
+    s->status = status;
+    /* Headers a filter put on the response before replying (a redirect's
+     * location) go out with the reply. */
+    pre = s->resp;
+    s->resp.v = NULL;
+    s->resp.n = s->resp.cap = 0;
+    copy = wf_arena_strndup(&s->arena, body ? body : "", len);
+    snprintf(cl, sizeof(cl), "%zu", len);
+    if (!copy || wf_hdrs_add(&s->arena, &s->resp, ":status", 7, "000", 3) < 0 ||
+        (!wf_hdrs_get(&pre, "content-type", 12, &ct) &&
+         wf_hdrs_add(&s->arena, &s->resp, "content-type", 12, "text/plain", 10) < 0) ||
+        wf_hdrs_add(&s->arena, &s->resp, "content-length", 14, cl, strlen(cl)) < 0) {
+        dc_close(s->dc);
+        return;
+    }
+    for (uint32_t i = 0; i < pre.n; i++) {
+        const wf_hdr *x = &pre.v[i];
+        if (x->name.p[0] == ':' || (x->name.len == 14 && strncasecmp(x->name.p, "content-length", 14) == 0))
+            continue;
+        if (wf_hdrs_add(&s->arena, &s->resp, x->name.p, x->name.len, x->value.p, x->value.len) < 0) {
+            dc_close(s->dc);
+            return;
+        }
+    }
+    wf_status3((char *)s->resp.v[0].value.p, status);
+    wf_chain_response_headers(s, len == 0);
+    if (s->dc->closing)
+        return;
+    wf_stream_response_body(s, copy, len);
+    wf_stream_response_end(s);
+}
+
+/* ---- forwarding ---- */
+
+void wf_stream_forward(wf_stream *s)
+{
+    wf_endpoint *ep;
+    char body[400];
+    int n;
+
+    if (!s->cluster_name) {
+        n = snprintf(body, sizeof(body), "no route: no router in the filter chain (NR)\n");
+        wf_stream_local_reply(s, 404, body, (size_t)n, "NR");
+        return;
+    }
+    s->cluster = wf_snapshot_cluster(s->snap, s->cluster_name);
+    if (!s->cluster) {
+        n = snprintf(body, sizeof(body), "cluster \"%s\" not found (NC)\n", s->cluster_name);
+        wf_stream_local_reply(s, 503, body, (size_t)n, "NC");
+        return;
+    }
+    ep = wf_lb_pick(s->w, s->cluster);
+    if (!ep) {
+        wf_stat_add(s->w, WF_ST_NO_HEALTHY_UPSTREAM, 1);
+        n = snprintf(body, sizeof(body), "no healthy upstream for %s (UH)\n", s->cluster_name);
+        wf_stream_local_reply(s, 503, body, (size_t)n, "UH");
+        return;
+    }
+    wf_upstream_start(s, ep);
+}
+
+void wf_stream_upstream_failed(wf_stream *s, wf_attempt_result why, const char *detail)
+{
+    char body[512];
+    int n, status = 503;
+    const char *flag = "UF";
+    wf_attempt a = {.size = sizeof(a), .number = s->attempts, .result = why};
+
+    wf_chain_attempt_done(s, &a);
+    if (why == WF_ATTEMPT_TIMEOUT) {
+        status = 504;
+        flag = "UT";
+        n = snprintf(body, sizeof(body), "upstream request timeout to %s (UT)\n", s->upstream_host);
+    } else if (why == WF_ATTEMPT_CONNECT_FAILURE) {
+        n = snprintf(body, sizeof(body), "upstream connect error to %s (UF): %s\n", s->upstream_host,
+                     detail);
+    } else {
+        flag = "UC";
+        n = snprintf(body, sizeof(body),
+                     "upstream connection to %s reset before response headers (UC): %s\n",
+                     s->upstream_host, detail);
+    }
+    wf_stream_local_reply(s, status, body, (size_t)n, flag);
+}
+
+void wf_stream_upstream_writable(wf_stream *s)
+{
+    wf_dconn *dc = s->dc;
+
+    if (!dc->reading && !dc->paused && !dc->closing)
+        start_reading(dc);
+}
+
+/* ---- llhttp callbacks ---- */
+
+#define DC(p) ((wf_dconn *)(p)->data)
+
+static int on_message_begin(llhttp_t *p)
+{
+    wf_dconn *dc = DC(p);
+
+    dc->s = stream_new(dc);
+    dc->hdr_bytes = 0;
+    dc->in_value = 0;
+    if (!dc->s || !dc->s->l)
+        return -1;
+    wf_stat_add(dc->w, WF_ST_DOWNSTREAM_RQ_TOTAL, 1);
+    wf_stat_add(dc->w, WF_ST_DOWNSTREAM_RQ_ACTIVE, 1);
+    return 0;
+}
+
+static int too_big(wf_dconn *dc, size_t len)
+{
+    dc->hdr_bytes += len;
+    if (dc->hdr_bytes > WF_MAX_HEADER_BYTES) {
+        llhttp_set_error_reason(&dc->parser, "WF_HEADERS_TOO_LARGE");
+        return 1;
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *p, const char *at, size_t len)
+{
+    wf_dconn *dc = DC(p);
+
+    if (too_big(dc, len))
+        return HPE_USER;
+    return wf_str_append(&dc->s->arena, &dc->s->url, at, len) < 0 ? HPE_USER : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    wf_dconn *dc = DC(p);
+    wf_stream *s = dc->s;
+
+    if (too_big(dc, len))
+        return HPE_USER;
+    if ((dc->in_value || s->req.n == 0) && s->req.n >= WF_MAX_HEADERS) {
+        llhttp_set_error_reason(p, "WF_HEADERS_TOO_LARGE");
+        return HPE_USER;
+    }
+    return wf_hdrs_on_field(&s->arena, &s->req, &dc->in_value, at, len) < 0 ? HPE_USER : 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    wf_dconn *dc = DC(p);
+    wf_stream *s = dc->s;
+
+    if (too_big(dc, len))
+        return HPE_USER;
+    return wf_hdrs_on_value(&s->arena, &s->req, &dc->in_value, at, len) < 0 ? HPE_USER : 0;
+}
+
+/* Splits the request target: absolute-form ("http://host:port/path", as
+ * sent to an HTTP proxy) gives the authority; origin-form keeps Host. */
+static int parse_target(wf_stream *s)
+{
+    wf_str u = s->url;
+    wf_str host;
+    int has_host = wf_hdrs_get(&s->req, "host", 4, &host);
+
+    if (u.len > 7 && strncasecmp(u.p, "http://", 7) == 0) {
+        const char *a = u.p + 7, *end = u.p + u.len, *slash = memchr(a, '/', (size_t)(end - a));
+        const char *q = memchr(a, '?', (size_t)(end - a));
+        if (q && (!slash || q < slash))
+            slash = q;
+        s->authority.p = a;
+        s->authority.len = (size_t)((slash ? slash : end) - a);
+        if (slash) {
+            s->path.p = slash;
+            s->path.len = (size_t)(end - slash);
+            if (*slash == '?') {
+                char *pp = wf_arena_alloc(&s->arena, s->path.len + 2);
+                if (!pp)
+                    return -1;
+                pp[0] = '/';
+                memcpy(pp + 1, slash, s->path.len);
+                s->path.p = pp;
+                s->path.len++;
+            }
+        } else {
+            s->path.p = "/";
+            s->path.len = 1;
+        }
+    } else if (u.len && u.p[0] == '/') {
+        s->path = u;
+        if (!has_host)
+            return -1; /* HTTP/1.1 requires Host; 1.0 without one cannot be routed */
+        s->authority = host;
+    } else {
+        return -1; /* authority-form (CONNECT) or asterisk-form */
+    }
+    if (s->authority.len == 0)
+        return -1;
+    /* Authorities compare case-insensitively; keep one lower-case copy. */
+    {
+        char *a = wf_arena_strndup(&s->arena, s->authority.p, s->authority.len);
+        if (!a)
+            return -1;
+        for (size_t i = 0; i < s->authority.len; i++)
+            if (a[i] >= 'A' && a[i] <= 'Z')
+                a[i] = (char)(a[i] + 32);
+        s->authority.p = a;
+    }
+    return 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    wf_dconn *dc = DC(p);
+    wf_stream *s = dc->s;
+    wf_hdrs in = s->req;
+    const char *m = llhttp_method_name((llhttp_method_t)p->method);
+    wf_str expect;
+    int cont = 0;
+
+    s->http_minor = p->http_major == 1 ? p->http_minor : 1;
+    s->head = p->method == HTTP_HEAD;
+    s->want_close = !llhttp_should_keep_alive(p);
+    s->req_chunked = (p->flags & F_CHUNKED) != 0;
+    s->req_cl = (p->flags & F_CONTENT_LENGTH) ? (int64_t)p->content_length : -1;
+    cont = wf_hdrs_get(&in, "expect", 6, &expect) && expect.len == 12 &&
+           strncasecmp(expect.p, "100-continue", 12) == 0;
+    if (parse_target(s) < 0) {
+        wf_stream_local_reply(s, 400, "bad request: no routable host (need Host or an absolute URL)\n",
+                              60, "DPE");
+        s->want_close = 1;
+        return 0;
+    }
+    /* Rebuild the list: pseudo-headers first, hop-by-hop headers dropped. */
+    s->req.v = NULL;
+    s->req.n = s->req.cap = 0;
+    if (wf_hdrs_add(&s->arena, &s->req, ":method", 7, m, strlen(m)) < 0 ||
+        wf_hdrs_add(&s->arena, &s->req, ":path", 5, s->path.p, s->path.len) < 0 ||
+        wf_hdrs_add(&s->arena, &s->req, ":authority", 10, s->authority.p, s->authority.len) < 0 ||
+        wf_hdrs_add(&s->arena, &s->req, ":scheme", 7, "http", 4) < 0)
+        return HPE_USER;
+    for (uint32_t i = 0; i < in.n; i++) {
+        if (wf_http_hop_by_hop(&in.v[i].name))
+            continue;
+        if (wf_hdrs_add(&s->arena, &s->req, in.v[i].name.p, in.v[i].name.len, in.v[i].value.p,
+                        in.v[i].value.len) < 0)
+            return HPE_USER;
+    }
+    s->method = s->req.v[0].value;
+    if (cont && !s->req_done) {
+        /* Like Envoy, answer 100-continue ourselves rather than proxying it. */
+        uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
+        dc_write(dc, &b, 1);
+    }
+    wf_chain_stream_create(s);
+    wf_chain_request_headers(s);
+    return 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    wf_stream *s = DC(p)->s;
+
+    s->req_bytes += len;
+    if (s->local_reply || s->resp_done)
+        return 0; /* answered already: drain and drop */
+    if (s->uc && s->uc->head_sent) {
+        wf_upstream_body(s, at, len, 0);
+        return 0;
+    }
+    {
+        wf_chunk *c = malloc(sizeof(*c) + len);
+        if (!c)
+            return HPE_USER;
+        c->next = NULL;
+        c->len = len;
+        memcpy(c->data, at, len);
+        *s->pending_tail = c;
+        s->pending_tail = &c->next;
+        s->pending_len += len;
+    }
+    if (s->pending_len > WF_WRITE_HIGH_WATER && DC(p)->reading) {
+        DC(p)->reading = 0;
+        uv_read_stop((uv_stream_t *)&DC(p)->tcp);
+    }
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    wf_dconn *dc = DC(p);
+    wf_stream *s = dc->s;
+
+    s->req_done = 1;
+    if (!s->local_reply && s->uc && s->uc->head_sent)
+        wf_upstream_body(s, NULL, 0, 1);
+    if (s->resp_done) {
+        stream_maybe_finish(s);
+        if (!dc->s && !dc->closing)
+            return 0; /* keep parsing pipelined requests */
+    }
+    dc->paused = 1;
+    return HPE_PAUSED;
+}
+
+/* ---- connection ---- */
+
+static void dc_closed(uv_handle_t *h)
+{
+    wf_dconn *dc = h->data;
+    wf_worker *w = dc->w;
+
+    free(dc->held);
+    if (dc->prev)
+        dc->prev->next = dc->next;
+    else
+        w->dconns = dc->next;
+    if (dc->next)
+        dc->next->prev = dc->prev;
+    w->n_dconns--;
+    wf_stat_add(w, WF_ST_DOWNSTREAM_CX_ACTIVE, -1);
+    free(dc);
+    if (atomic_load(&w->drain) && w->n_dconns == 0)
+        wf_worker_maybe_stop(w);
+}
+
+static void dc_shutdown_done(uv_shutdown_t *req, int status)
+{
+    wf_dconn *dc = req->data;
+
+    free(req);
+    uv_close((uv_handle_t *)&dc->tcp, dc_closed);
+}
+
+static void dc_close(wf_dconn *dc)
+{
+    uv_shutdown_t *sd;
+
+    if (dc->closing)
+        return;
+    dc->closing = 1;
+    if (dc->s) {
+        wf_stream *s = dc->s;
+        dc->s = NULL;
+        if (s->status == 0)
+            s->status = 0;
+        count_status(dc->w, s);
+        wf_chain_complete(s);
+        wf_upstream_detach(s);
+        stream_free(s);
+    }
+    uv_read_stop((uv_stream_t *)&dc->tcp);
+    /* Let queued bytes (a final reply) reach the client before closing. */
+    sd = malloc(sizeof(*sd));
+    if (sd && dc->wq.queued && !dc->wq.failed) {
+        sd->data = dc;
+        if (uv_shutdown(sd, (uv_stream_t *)&dc->tcp, dc_shutdown_done) == 0)
+            return;
+    }
+    free(sd);
+    uv_close((uv_handle_t *)&dc->tcp, dc_closed);
+}
+
+static void dc_parse_error(wf_dconn *dc, enum llhttp_errno e)
+{
+    wf_stream *s = dc->s;
+    const char *why = llhttp_get_error_reason(&dc->parser);
+    char body[300];
+    int n;
+
+    if (!s) {
+        if (!(s = dc->s = stream_new(dc)) || !s->l) {
+            dc_close(dc);
+            return;
+        }
+        wf_stat_add(dc->w, WF_ST_DOWNSTREAM_RQ_TOTAL, 1);
+        wf_stat_add(dc->w, WF_ST_DOWNSTREAM_RQ_ACTIVE, 1);
+    }
+    s->want_close = 1;
+    s->req_done = 1;
+    if (s->resp_started || s->local_reply) {
+        dc_close(dc);
+        return;
+    }
+    if (why && strcmp(why, "WF_HEADERS_TOO_LARGE") == 0) {
+        n = snprintf(body, sizeof(body), "request headers too large (limit %d KiB, %d headers)\n",
+                     WF_MAX_HEADER_BYTES / 1024, WF_MAX_HEADERS);
+        wf_stream_local_reply(s, 431, body, (size_t)n, "DPE");
+    } else {
+        n = snprintf(body, sizeof(body), "bad request: %s\n", why ? why : llhttp_errno_name(e));
+        wf_stream_local_reply(s, 400, body, (size_t)n, "DPE");
+    }
+    if (dc->s) /* the reply finished the stream unless something failed */
+        dc_close(dc);
+}
+
+static void dc_feed(wf_dconn *dc, const char *data, size_t len)
+{
+    enum llhttp_errno e = llhttp_execute(&dc->parser, data, len);
+
+    if (e == HPE_OK || dc->closing)
+        return;
+    if (e == HPE_PAUSED || e == HPE_PAUSED_UPGRADE) {
+        const char *pos = llhttp_get_error_pos(&dc->parser);
+        size_t used = pos ? (size_t)(pos - data) : len;
+        WF_DEBUG("conn %p: parser paused after %zu of %zu bytes", (void *)dc, used, len);
+        if (e == HPE_PAUSED_UPGRADE && dc->s)
+            dc->s->want_close = 1; /* upgrades arrive with the protocols issue */
+        if (used < len) {
+            char *h = malloc(len - used);
+            if (!h) {
+                dc_close(dc);
+                return;
+            }
+            memcpy(h, data + used, len - used);
+            free(dc->held);
+            dc->held = h;
+            dc->held_len = len - used;
+        }
+        if (!dc->paused) {
+            /* Paused by an upgrade: resume once the stream ends. */
+            dc->paused = 1;
+        }
+        if (dc->reading) {
+            dc->reading = 0;
+            uv_read_stop((uv_stream_t *)&dc->tcp);
+        }
+        return;
+    }
+    dc_parse_error(dc, e);
+}
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    wf_dconn *dc = h->data;
+
+    buf->base = dc->w->rbuf;
+    buf->len = WF_READ_BUF;
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    wf_dconn *dc = st->data;
+
+    if (nread > 0) {
+        dc_feed(dc, buf->base, (size_t)nread);
+        return;
+    }
+    if (nread == 0)
+        return;
+    /* EOF or error: a request cut short is a client reset (DC). */
+    if (dc->s && !dc->s->resp_done)
+        dc->s->flags = "DC";
+    dc_close(dc);
+}
+
+static void start_reading(wf_dconn *dc)
+{
+    dc->reading = 1;
+    uv_read_start((uv_stream_t *)&dc->tcp, alloc_cb, read_cb);
+}
+
+static void dc_drained(void *owner)
+{
+    wf_dconn *dc = owner;
+
+    if (dc->s && !dc->closing)
+        wf_upstream_read_control(dc->s, 1);
+}
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_url = on_url;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+void wf_downstream_accept(uv_stream_t *server, int status)
+{
+    wf_worker *w = server->loop->data;
+    wf_dconn *dc;
+    struct sockaddr_storage ss;
+    int sl = sizeof(ss);
+
+    if (status < 0 || atomic_load(&w->drain))
+        return;
+    if (!settings.on_url)
+        settings_init();
+    dc = calloc(1, sizeof(*dc));
+    if (!dc)
+        return;
+    dc->w = w;
+    dc->lindex = (size_t)(uintptr_t)server->data;
+    uv_tcp_init(&w->loop, &dc->tcp);
+    dc->tcp.data = dc;
+    dc->wq.owner = dc;
+    dc->wq.drained = dc_drained;
+    if (uv_accept(server, (uv_stream_t *)&dc->tcp) < 0) {
+        uv_close((uv_handle_t *)&dc->tcp, (uv_close_cb)free);
+        return;
+    }
+    uv_tcp_nodelay(&dc->tcp, 1);
+    if (uv_tcp_getpeername(&dc->tcp, (struct sockaddr *)&ss, &sl) == 0 && ss.ss_family == AF_INET) {
+        struct sockaddr_in *in = (struct sockaddr_in *)&ss;
+        char ip[32];
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof(ip));
+        snprintf(dc->peer, sizeof(dc->peer), "%s:%u", ip, ntohs(in->sin_port));
+    }
+    llhttp_init(&dc->parser, HTTP_REQUEST, &settings);
+    dc->parser.data = dc;
+    dc->next = w->dconns;
+    if (w->dconns)
+        w->dconns->prev = dc;
+    w->dconns = dc;
+    w->n_dconns++;
+    wf_stat_add(w, WF_ST_DOWNSTREAM_CX_TOTAL, 1);
+    wf_stat_add(w, WF_ST_DOWNSTREAM_CX_ACTIVE, 1);
+    start_reading(dc);
+}
+
+/* Drain: close connections that have no stream (all of them when
+ * only_idle is 0); the rest close when their stream ends. */
+void wf_downstream_close_all(wf_worker *w, int only_idle)
+{
+    for (wf_dconn *dc = w->dconns, *next; dc; dc = next) {
+        next = dc->next;
+        if (!only_idle || !dc->s)
+            dc_close(dc);
+    }
+}

@@ -1,0 +1,292 @@
+/*
+ * proxy-t.h: the types of the proxy's data path.
+ *
+ * Lifetimes: a wf_snapshot (listeners, chains, clusters) is immutable and
+ * refcounted; a stream holds a reference to the snapshot it started with.
+ * Workers own everything else here: connections, pools, per-worker
+ * balancer state and stat shards, touched only by their own thread.
+ */
+#ifndef WF_PROXY_PROXY_T_H
+#define WF_PROXY_PROXY_T_H
+
+#include <jansson.h>
+#include <llhttp.h>
+#include <netinet/in.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include <weft/filter.h>
+
+#include "http1/headers.h"
+#include "util/arena.h"
+#include "util/map.h"
+#include "proxy/io.h"
+
+#define WF_MAX_WORKERS 64
+#define WF_MAX_STATS 8192
+#define WF_MAX_HEADERS 100
+#define WF_MAX_HEADER_BYTES (60 * 1024)
+#define WF_STREAM_MEM_LIMIT (1024 * 1024)
+#define WF_WRITE_HIGH_WATER (1024 * 1024) /* pause the other side above this */
+#define WF_READ_BUF 65536
+
+enum wf_lb_policy { WF_LBP_ROUND_ROBIN = 0, WF_LBP_LEAST_REQUEST = 1, WF_LBP_RANDOM = 2 };
+
+/* ---- configuration snapshot ---- */
+
+typedef struct wf_endpoint {
+    struct sockaddr_in addr;
+    char ip[48];
+    char hostport[64]; /* "ip:port" */
+    uint32_t port;
+    uint32_t weight;
+    uint32_t gindex; /* index among all endpoints of the snapshot */
+} wf_endpoint;
+
+typedef struct wf_cluster {
+    char *name;
+    int lb;
+    uint64_t connect_timeout_ms;
+    wf_endpoint *eps;
+    size_t n_eps;
+    uint32_t *sched; /* weighted round-robin schedule: endpoint indexes */
+    size_t n_sched;
+    uint32_t index;
+    int st_rq_total, st_rq_2xx, st_rq_4xx, st_rq_5xx, st_cx_total, st_cx_connect_fail;
+    wf_host_info *infos;       /* one per endpoint, for modules */
+} wf_cluster;
+
+typedef struct wf_module_ref wf_module_ref; /* a loaded .so (module.c) */
+
+/* One filter in one chain: the ABI's wf_filter handle. */
+struct wf_filter {
+    const wf_module *m;
+    wf_module_ref *ref;
+    char *name;
+    char *module; /* name or path as configured */
+    void *cfg;
+    size_t index;
+    json_t *config; /* owned reference */
+};
+
+typedef struct wf_chain {
+    wf_filter *f;
+    size_t n;
+    int any_request_body, any_response_body, any_stream_create, any_complete;
+    /* route node (json_t *) -> void *[n] per-filter route configs */
+    wf_map route_cfgs;
+} wf_chain;
+
+typedef struct wf_listener {
+    char *name;
+    char host[64];
+    int port;
+    int inbound;
+    json_t *route_table; /* borrowed from the bundle */
+    wf_chain chain;
+} wf_listener;
+
+typedef struct wf_snapshot {
+    atomic_int refs;
+    json_t *bundle; /* the resources it was built from (owned) */
+    char *version;
+    wf_listener *ls;
+    size_t n_ls;
+    wf_cluster *cls;
+    size_t n_cls;
+    wf_map cluster_by_name;
+    size_t n_eps; /* all endpoints of all clusters */
+    uint64_t built_ms;
+} wf_snapshot;
+
+/* ---- per-worker runtime ---- */
+
+typedef struct wf_uconn wf_uconn;
+typedef struct wf_dconn wf_dconn;
+
+/* Idle and active upstream connections to one endpoint, on one worker. */
+typedef struct wf_pool {
+    struct sockaddr_in addr;
+    char hostport[64];
+    wf_uconn *idle;  /* singly linked through uc->next_idle */
+    uint32_t n_idle;
+    uint32_t active; /* requests in flight on this worker */
+} wf_pool;
+
+typedef struct wf_worker {
+    int id;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    uv_async_t wake;            /* new snapshot or drain */
+    uv_timer_t tick;            /* the same checks, periodically */
+    wf_snapshot *snap;          /* current; worker's own reference */
+    wf_snapshot *_Atomic next;  /* published by the main thread */
+    atomic_int drain;
+    uv_tcp_t *listeners;        /* one per snapshot listener */
+    int *listener_fds;
+    size_t n_listeners;
+    wf_map pools;               /* "ip:port" -> wf_pool */
+    wf_pool **ep_pool;          /* by endpoint gindex, for snap */
+    uint32_t *rr;               /* by cluster index, for snap */
+    uint64_t rng;
+    uint64_t *stats;            /* WF_MAX_STATS counters */
+    uint32_t n_dconns;
+    uint32_t n_streams;
+    wf_dconn *dconns;           /* all open downstream connections */
+    char *rbuf;                 /* shared read buffer */
+    int rbuf_busy;
+    int stopped;
+} wf_worker;
+
+typedef struct wf_kvstate {
+    struct wf_kvstate *next;
+    const char *key;
+    wf_str value;
+} wf_kvstate;
+
+/* A chunk of body bytes waiting to be written or replayed. */
+typedef struct wf_chunk {
+    struct wf_chunk *next;
+    size_t len;
+    char data[];
+} wf_chunk;
+
+struct wf_buffer {
+    char *data;
+    size_t len, cap;
+    wf_stream *s;
+};
+
+struct wf_timer {
+    uv_timer_t t;
+    wf_stream *s;
+    void (*cb)(wf_stream *s, void *arg);
+    void *arg;
+    struct wf_timer *next;
+    int active;
+};
+
+enum wf_stream_phase {
+    WF_PH_REQUEST_HEADERS = 0,
+    WF_PH_UPSTREAM,
+    WF_PH_RESPONSE_HEADERS,
+    WF_PH_DONE,
+};
+
+struct wf_stream {
+    wf_arena arena;
+    wf_worker *w;
+    wf_dconn *dc;
+    wf_snapshot *snap;
+    wf_listener *l;
+    uint64_t id;
+
+    /* request */
+    wf_hdrs req, resp;
+    wf_str method, path, authority, scheme, url;
+    int http_minor;
+    int req_chunked;   /* downstream framing */
+    int64_t req_cl;    /* -1 when none */
+    int req_done;      /* whole request read */
+    int head;          /* HEAD request: no response body */
+    int want_close;    /* downstream asked for close / HTTP/1.0 */
+
+    /* chain */
+    void **fstate;
+    size_t pos;
+    int phase;
+    int paused;
+    int local_reply;
+    const json_t *route;
+    const char *route_name;
+    const char *cluster_name;
+    wf_cluster *cluster;
+    void **route_cfgs;
+
+    /* upstream */
+    wf_uconn *uc;
+    wf_endpoint *ep;
+    wf_pool *pool;
+    uint32_t attempts;
+    wf_chunk *pending, **pending_tail; /* request body read before upstream is ready */
+    size_t pending_len;
+
+    /* response */
+    int status;
+    int resp_chunked_out; /* we chunk toward downstream */
+    int resp_close_delim;
+    int resp_started;     /* head written downstream */
+    int resp_done;
+
+    /* bookkeeping */
+    wf_kvstate *kv;
+    struct wf_timer *timers;
+    uint64_t start_us, start_ms, up_start_ms, up_time_us;
+    uint64_t req_bytes, resp_bytes;
+    const char *flags;
+    char upstream_host[64];
+    char peer[64];
+};
+
+struct wf_dconn {
+    uv_tcp_t tcp;
+    wf_worker *w;
+    wf_listener *l; /* only its index is stable across snapshots */
+    size_t lindex;
+    llhttp_t parser;
+    llhttp_settings_t *settings;
+    wf_stream *s;       /* current stream */
+    char *held;         /* unparsed bytes kept while a response is pending */
+    size_t held_len;
+    /* header accumulation */
+    size_t hdr_bytes;
+    int in_value;
+    int closing;
+    int reading;
+    wf_wq wq;
+    int paused;         /* parser paused after a message, waiting for its response */
+    wf_dconn *prev, *next;
+    char peer[64];
+};
+
+struct wf_uconn {
+    uv_tcp_t tcp;
+    uv_connect_t connect;
+    uv_timer_t timer;   /* connect timeout */
+    wf_worker *w;
+    wf_pool *pool;
+    wf_stream *s;       /* attached stream, or NULL when idle */
+    llhttp_t parser;
+    wf_uconn *next_idle;
+    int connected;
+    int closing;
+    int reading;
+    wf_wq wq;
+    int in_value;
+    int reused;
+    int done;           /* response complete */
+    int keepalive;      /* the endpoint allows reuse */
+    int got_bytes;      /* any response bytes on this exchange */
+    int head_sent;      /* request head written */
+};
+
+/* Options of the proxy role. */
+typedef struct wf_proxy_opts {
+    const char *config_dir;
+    const char *namespace_;
+    const char *service_account;
+    const char *labels;
+    const char *outbound;
+    const char *inbound;
+    long app_port;
+    const char *admin;
+    long concurrency;
+    const char *module_dir;
+    const char *plugin_dirs[34];
+    size_t n_plugin_dirs;
+    long seed;
+    long drain_timeout_ms;
+} wf_proxy_opts;
+
+#endif

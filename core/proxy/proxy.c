@@ -1,0 +1,489 @@
+/*
+ * proxy.c: the proxy at run time.  The main thread loads the config,
+ * translates it (static mode runs the same translator istiod runs), builds
+ * the snapshot, binds one SO_REUSEPORT socket per listener per worker,
+ * serves the admin port and handles signals; each worker runs its own
+ * libuv loop over its sockets.  SIGTERM or /quitquitquit drains: workers
+ * stop accepting, finish in-flight streams, then exit (forced after the
+ * drain timeout).
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "config/config.h"
+#include "translate/translate.h"
+#include "util/flags.h"
+#include "util/log.h"
+
+static wf_snapshot *current;
+static wf_worker workers[WF_MAX_WORKERS];
+static int n_workers;
+static atomic_int running;
+static atomic_int started;
+static int draining;
+static uv_loop_t *main_loop;
+static uv_signal_t sig_term, sig_int;
+static uv_timer_t drain_timer, watch_timer, quit_timer;
+static uint64_t drain_deadline;
+static long drain_timeout_ms;
+
+uint64_t wf_now_us(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (uint64_t)tv.tv_sec * 1000000 + (uint64_t)tv.tv_usec;
+}
+
+wf_snapshot *wf_proxy_current(void)
+{
+    return current;
+}
+
+int wf_proxy_ready(void)
+{
+    return current && !draining && atomic_load(&started) == n_workers;
+}
+
+/* ---- workers ---- */
+
+/* Points the worker at snapshot s: endpoint -> pool table and balancer
+ * state sized for it. */
+static int adopt(wf_worker *w, wf_snapshot *s)
+{
+    wf_pool **ep_pool = calloc(s->n_eps ? s->n_eps : 1, sizeof(*ep_pool));
+    uint32_t *rr = calloc(s->n_cls ? s->n_cls : 1, sizeof(*rr));
+
+    if (!ep_pool || !rr) {
+        free(ep_pool);
+        free(rr);
+        return -1;
+    }
+    for (size_t i = 0; i < s->n_cls; i++)
+        for (size_t j = 0; j < s->cls[i].n_eps; j++) {
+            wf_endpoint *ep = &s->cls[i].eps[j];
+            ep_pool[ep->gindex] = wf_pool_get(w, &ep->addr, ep->hostport);
+        }
+    free(w->ep_pool);
+    free(w->rr);
+    w->ep_pool = ep_pool;
+    w->rr = rr;
+    if (w->snap)
+        wf_snapshot_unref(w->snap);
+    w->snap = s;
+    return 0;
+}
+
+static void close_listeners(wf_worker *w)
+{
+    for (size_t i = 0; i < w->n_listeners; i++)
+        if (!uv_is_closing((uv_handle_t *)&w->listeners[i]))
+            uv_close((uv_handle_t *)&w->listeners[i], NULL);
+}
+
+/* May run from a connection's close callback before the drain wake-up
+ * itself, so it closes everything the loop still holds. */
+void wf_worker_maybe_stop(wf_worker *w)
+{
+    if (!atomic_load(&w->drain) || w->n_dconns || w->stopped)
+        return;
+    w->stopped = 1;
+    close_listeners(w);
+    wf_pools_close(w);
+    uv_close((uv_handle_t *)&w->wake, NULL);
+    uv_close((uv_handle_t *)&w->tick, NULL);
+}
+
+static void report_handle(uv_handle_t *h, void *arg)
+{
+    wf_worker *w = arg;
+
+    if (!uv_is_closing(h))
+        WF_WARN("worker %d: still open at drain timeout: %s handle %p (active %d, %u connections, "
+                "%u streams)",
+                w->id, uv_handle_type_name(uv_handle_get_type(h)), (void *)h, uv_is_active(h),
+                w->n_dconns, w->n_streams);
+}
+
+static void wake(wf_worker *w);
+
+static void wake_cb(uv_async_t *a)
+{
+    wake(a->data);
+}
+
+/* Also looks for a new snapshot or a drain every 250 ms, so that a lost
+ * async wake-up can delay a drain but never block it.  Unreferenced: it
+ * never keeps the loop alive by itself. */
+static void tick_cb(uv_timer_t *t)
+{
+    wake(t->data);
+}
+
+static void wake(wf_worker *w)
+{
+    wf_snapshot *next = atomic_exchange(&w->next, NULL);
+    int drain = atomic_load(&w->drain);
+
+    if (next && adopt(w, next) < 0)
+        wf_snapshot_unref(next);
+    if (drain && !w->stopped) {
+        close_listeners(w);
+        wf_downstream_close_all(w, drain == 1);
+        wf_worker_maybe_stop(w);
+        if (drain == 2)
+            uv_walk(&w->loop, report_handle, w);
+    }
+}
+
+static void worker_main(void *arg)
+{
+    wf_worker *w = arg;
+
+    wf_host_set_worker(w);
+    for (size_t i = 0; i < w->n_listeners; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = (void *)(uintptr_t)i;
+        if (uv_tcp_open(&w->listeners[i], w->listener_fds[i]) < 0 ||
+            uv_listen((uv_stream_t *)&w->listeners[i], 1024, wf_downstream_accept) < 0) {
+            WF_ERROR("worker %d: cannot listen on its socket for listener %zu", w->id, i);
+            exit(1);
+        }
+    }
+    atomic_fetch_add(&started, 1);
+    uv_run(&w->loop, UV_RUN_DEFAULT);
+    /* Free what the loop's close callbacks no longer use. */
+    for (size_t i = 0; i < w->pools.cap; i++)
+        if (w->pools.e && w->pools.e[i].key)
+            free(w->pools.e[i].value);
+    wf_map_free(&w->pools);
+    uv_loop_close(&w->loop);
+    wf_arena_thread_release();
+    atomic_fetch_sub(&running, 1);
+}
+
+/* A listening socket of its own for each worker: SO_REUSEPORT lets the
+ * kernel spread connections over the workers without a shared accept. */
+static int listen_fd(const char *host, int port, char *err, size_t errlen)
+{
+    struct sockaddr_in sa;
+    int fd, one = 1;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons((uint16_t)port);
+    if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
+        snprintf(err, errlen, "cannot listen on %s:%d: not an IPv4 address", host, port);
+        return -1;
+    }
+    fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0) {
+        snprintf(err, errlen, "cannot listen on %s:%d: %s (is another process using it?)", host,
+                 port, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* ---- drain and exit ---- */
+
+static void watch_cb(uv_timer_t *t)
+{
+    if (atomic_load(&running) > 0) {
+        if (uv_now(main_loop) >= drain_deadline + 5000) {
+            /* A worker that cannot stop is a bug; exiting beats hanging a
+             * rollout. */
+            WF_ERROR("%d worker(s) still running 5 s after the drain timeout; exiting anyway",
+                     atomic_load(&running));
+            _exit(1);
+        }
+        if (uv_now(main_loop) >= drain_deadline && draining == 1) {
+            draining = 2;
+            WF_WARN("drain timeout (%ld ms) reached: closing remaining connections",
+                    drain_timeout_ms);
+            for (int i = 0; i < n_workers; i++) {
+                atomic_store(&workers[i].drain, 2);
+                uv_async_send(&workers[i].wake);
+            }
+        }
+        return;
+    }
+    uv_timer_stop(&watch_timer);
+    uv_close((uv_handle_t *)&watch_timer, NULL);
+    uv_close((uv_handle_t *)&drain_timer, NULL);
+    uv_close((uv_handle_t *)&quit_timer, NULL);
+    uv_close((uv_handle_t *)&sig_term, NULL);
+    uv_close((uv_handle_t *)&sig_int, NULL);
+    wf_admin_stop();
+}
+
+static void begin_drain(void)
+{
+    if (draining)
+        return;
+    draining = 1;
+    WF_INFO("draining: no new connections; finishing in-flight requests (up to %ld ms)",
+            drain_timeout_ms);
+    drain_deadline = uv_now(main_loop) + (uint64_t)drain_timeout_ms;
+    for (int i = 0; i < n_workers; i++) {
+        atomic_store(&workers[i].drain, 1);
+        uv_async_send(&workers[i].wake);
+    }
+    uv_timer_start(&watch_timer, watch_cb, 10, 10);
+}
+
+static void on_signal(uv_signal_t *s, int signum)
+{
+    WF_INFO("received %s", signum == SIGTERM ? "SIGTERM" : "SIGINT");
+    begin_drain();
+}
+
+static void quit_cb(uv_timer_t *t)
+{
+    begin_drain();
+}
+
+void wf_proxy_quit(void)
+{
+    /* After the admin reply is on its way. */
+    uv_timer_start(&quit_timer, quit_cb, 1, 0);
+}
+
+/* ---- start-up ---- */
+
+static void exe_dir(char *out, size_t len)
+{
+    char buf[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", buf, sizeof(buf) - 1);
+
+    if (n <= 0) {
+        snprintf(out, len, ".");
+        return;
+    }
+    buf[n] = 0;
+    snprintf(out, len, "%s", dirname(buf));
+}
+
+static char *labels_copy;
+
+/* "k=v,k2=v2" -> NULL-terminated k, v list and a JSON object. */
+static int parse_labels(const char *s, const char ***out, json_t *obj, char *err, size_t errlen)
+{
+    size_t n = 0, cap = 8;
+    const char **v = calloc(cap * 2 + 1, sizeof(char *));
+    char *copy = strdup(s ? s : ""), *save = NULL, *tok;
+
+    if (!v || !copy)
+        return -1;
+    for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(tok, '=');
+        if (!eq || eq == tok) {
+            snprintf(err, errlen, "flag --labels: \"%s\" is not KEY=VALUE", tok);
+            free(v);
+            free(copy);
+            return -1;
+        }
+        *eq = 0;
+        if (n == cap) {
+            const char **nv = realloc(v, (cap * 4 + 1) * sizeof(char *));
+            if (!nv)
+                return -1;
+            v = nv;
+            cap *= 2;
+        }
+        v[2 * n] = tok;
+        v[2 * n + 1] = eq + 1;
+        json_object_set_new(obj, tok, json_string(eq + 1));
+        n++;
+    }
+    v[2 * n] = NULL;
+    *out = v; /* points into copy; both freed by labels_free */
+    labels_copy = copy;
+    return 0;
+}
+
+int wf_proxy_run(const wf_proxy_opts *o)
+{
+    const char *dirs[1] = {o->config_dir};
+    wf_config *cfg = NULL;
+    wf_diags diags = {0};
+    wf_proxy_info pi = {0};
+    wf_workload_info wl = {0};
+    char err[1024], dir[PATH_MAX], mdir[PATH_MAX + 16], pdir[PATH_MAX + 16];
+    char out_host[64], in_host[64];
+    int out_port, in_port;
+    const char **labels = NULL;
+    const char *pdirs[40];
+    size_t npd = 0;
+    json_t *bundle = NULL, *label_obj = json_object();
+    int rc = 0;
+
+    wf_log_role = "proxy";
+    drain_timeout_ms = o->drain_timeout_ms;
+    signal(SIGPIPE, SIG_IGN);
+    wf_stats_init();
+    exe_dir(dir, sizeof(dir));
+    snprintf(mdir, sizeof(mdir), "%s/modules", dir);
+    snprintf(pdir, sizeof(pdir), "%s/plugins", dir);
+    for (size_t i = 0; i < o->n_plugin_dirs; i++)
+        pdirs[npd++] = o->plugin_dirs[i];
+    /* The defaults stay searched after the directories given. */
+    pdirs[npd++] = pdir;
+    pdirs[npd++] = "/etc/weft/plugins";
+    wf_modules_set_dirs(o->module_dir ? o->module_dir : mdir, pdirs, npd);
+
+    if (parse_labels(o->labels, &labels, label_obj, err, sizeof(err)) < 0) {
+        fprintf(stderr, "weft: %s\n", err);
+        rc = 2;
+        goto out;
+    }
+    wf_addr_split(o->outbound, out_host, sizeof(out_host), &out_port);
+    wf_addr_split(o->inbound, in_host, sizeof(in_host), &in_port);
+
+    if (wf_config_load(dirs, 1, &cfg, &diags) < 0) {
+        wf_diags_print(&diags, stderr);
+        fprintf(stderr, "weft: proxy: the configuration in %s was refused (%zu problem%s above); "
+                        "fix it and start again (weft validate %s)\n",
+                o->config_dir, diags.n, diags.n == 1 ? "" : "s", o->config_dir);
+        wf_diags_free(&diags);
+        rc = 1;
+        goto out;
+    }
+    wf_diags_free(&diags);
+    pi = (wf_proxy_info){.role = "proxy",
+                         .namespace_ = o->namespace_,
+                         .service_account = o->service_account,
+                         .labels = labels,
+                         .outbound_addr = out_host,
+                         .outbound_port = out_port,
+                         .inbound_addr = in_host,
+                         .inbound_port = in_port,
+                         .app_port = (int)o->app_port};
+    bundle = wf_translate(cfg, &pi, err, sizeof(err));
+    if (!bundle) {
+        fprintf(stderr, "weft: proxy: cannot translate the configuration: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    wl = (wf_workload_info){.role = "proxy",
+                            .namespace_ = o->namespace_,
+                            .service_account = o->service_account,
+                            .trust_domain = cfg->mesh.trust_domain,
+                            .labels = label_obj,
+                            .workers = (uint32_t)o->concurrency};
+    current = wf_snapshot_build(bundle, &wl, err, sizeof(err));
+    if (!current) {
+        fprintf(stderr, "weft: proxy: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+
+    n_workers = (int)o->concurrency;
+    for (int i = 0; i < n_workers; i++) {
+        wf_worker *w = &workers[i];
+        w->id = i;
+        w->n_listeners = current->n_ls;
+        w->listeners = calloc(current->n_ls + 1, sizeof(uv_tcp_t));
+        w->listener_fds = calloc(current->n_ls + 1, sizeof(int));
+        for (size_t k = 0; k < current->n_ls; k++) {
+            w->listener_fds[k] = listen_fd(current->ls[k].host, current->ls[k].port, err, sizeof(err));
+            if (w->listener_fds[k] < 0) {
+                fprintf(stderr, "weft: proxy: listener %s: %s\n", current->ls[k].name, err);
+                rc = 1;
+                goto out;
+            }
+        }
+    }
+
+    main_loop = uv_default_loop();
+    if (wf_admin_start(main_loop, o->admin, err, sizeof(err)) < 0) {
+        fprintf(stderr, "weft: proxy: admin: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    uv_timer_init(main_loop, &drain_timer);
+    uv_timer_init(main_loop, &watch_timer);
+    uv_timer_init(main_loop, &quit_timer);
+    uv_signal_init(main_loop, &sig_term);
+    uv_signal_init(main_loop, &sig_int);
+    uv_signal_start(&sig_term, on_signal, SIGTERM);
+    uv_signal_start(&sig_int, on_signal, SIGINT);
+
+    atomic_store(&running, n_workers);
+    for (int i = 0; i < n_workers; i++) {
+        wf_worker *w = &workers[i];
+        uv_loop_init(&w->loop);
+        w->loop.data = w;
+        uv_async_init(&w->loop, &w->wake, wake_cb);
+        w->wake.data = w;
+        uv_timer_init(&w->loop, &w->tick);
+        w->tick.data = w;
+        uv_timer_start(&w->tick, tick_cb, 250, 250);
+        uv_unref((uv_handle_t *)&w->tick);
+        wf_map_init(&w->pools);
+        w->stats = calloc(WF_MAX_STATS, sizeof(uint64_t));
+        w->rbuf = malloc(WF_READ_BUF);
+        w->rng = o->seed ? (uint64_t)o->seed * 2654435761u + (uint64_t)i * 0x9E3779B97F4A7C15ULL + 1
+                         : (wf_now_us() ^ ((uint64_t)getpid() << 20)) + (uint64_t)i * 7919 + 1;
+        wf_snapshot_ref(current);
+        if (!w->stats || !w->rbuf || adopt(w, current) < 0) {
+            fprintf(stderr, "weft: proxy: out of memory starting worker %d\n", i);
+            rc = 1;
+            goto out;
+        }
+        wf_stats_attach(w);
+        uv_thread_create(&w->thread, worker_main, w);
+    }
+    WF_INFO("ready: %d workers; %zu listeners (outbound %s, inbound %s), %zu clusters; admin %s; "
+            "config %s version %s",
+            n_workers, current->n_ls, o->outbound, o->app_port ? o->inbound : "off", current->n_cls,
+            o->admin, o->config_dir, current->version);
+
+    uv_run(main_loop, UV_RUN_DEFAULT);
+    for (int i = 0; i < n_workers; i++) {
+        uv_thread_join(&workers[i].thread);
+        wf_snapshot_unref(workers[i].snap);
+    }
+    WF_INFO("drained; exiting");
+out:
+    /* Stat shards stay allocated: a late /stats read may still sum them. */
+    for (int i = 0; i < WF_MAX_WORKERS; i++) {
+        wf_worker *w = &workers[i];
+        if (rc && w->listener_fds)
+            for (size_t k = 0; k < w->n_listeners; k++)
+                if (w->listener_fds[k] > 0)
+                    close(w->listener_fds[k]);
+        free(w->ep_pool);
+        free(w->rr);
+        free(w->listeners);
+        free(w->listener_fds);
+        free(w->rbuf);
+    }
+    if (current)
+        wf_snapshot_unref(current);
+    current = NULL;
+    json_decref(bundle);
+    if (cfg)
+        wf_config_free(cfg);
+    json_decref(label_obj);
+    free(labels);
+    free(labels_copy);
+    if (!rc)
+        uv_loop_close(main_loop);
+    return rc;
+}

@@ -1,0 +1,416 @@
+/*
+ * snapshot.c: compiles a resource bundle (Envoy v3 resources as JSON, see
+ * docs/resources.md) into an immutable snapshot: clusters with their
+ * endpoints and balancer schedules, listeners with their filter chains and
+ * each filter's module and per-route configuration.  Built on the main
+ * thread; a failure anywhere refuses the whole bundle.
+ */
+#include "proxy/proxy.h"
+
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/flags.h"
+#include "util/log.h"
+
+#define TYPE_PREFIX "weft.io/module/"
+
+static uint64_t parse_duration_ms(const char *s, uint64_t dflt)
+{
+    char *end;
+    double v;
+
+    if (!s)
+        return dflt;
+    v = strtod(s, &end);
+    if (end == s || v < 0)
+        return dflt;
+    if (strcmp(end, "s") == 0)
+        return (uint64_t)(v * 1000.0);
+    if (strcmp(end, "ms") == 0)
+        return (uint64_t)v;
+    return dflt;
+}
+
+static void chain_free(wf_chain *c)
+{
+    for (size_t i = 0; i < c->route_cfgs.cap; i++) {
+        void **cfgs = c->route_cfgs.e ? c->route_cfgs.e[i].value : NULL;
+        if (!c->route_cfgs.e || !c->route_cfgs.e[i].key)
+            continue;
+        for (size_t k = 0; k < c->n; k++)
+            if (cfgs[k] && c->f[k].m->route_config_destroy)
+                c->f[k].m->route_config_destroy(c->f[k].cfg, cfgs[k]);
+        free(cfgs);
+    }
+    wf_map_free(&c->route_cfgs);
+    for (size_t i = 0; i < c->n; i++) {
+        if (c->f[i].cfg && c->f[i].m->config_destroy)
+            c->f[i].m->config_destroy(c->f[i].cfg);
+        free(c->f[i].name);
+        free(c->f[i].module);
+        json_decref(c->f[i].config);
+    }
+    free(c->f);
+}
+
+static void snapshot_free(wf_snapshot *s)
+{
+    for (size_t i = 0; i < s->n_ls; i++) {
+        chain_free(&s->ls[i].chain);
+        free(s->ls[i].name);
+    }
+    free(s->ls);
+    for (size_t i = 0; i < s->n_cls; i++) {
+        free(s->cls[i].name);
+        free(s->cls[i].eps);
+        free(s->cls[i].sched);
+        free(s->cls[i].infos);
+    }
+    free(s->cls);
+    wf_map_free(&s->cluster_by_name);
+    json_decref(s->bundle);
+    free(s->version);
+    free(s);
+}
+
+void wf_snapshot_ref(wf_snapshot *s)
+{
+    atomic_fetch_add_explicit(&s->refs, 1, memory_order_relaxed);
+}
+
+void wf_snapshot_unref(wf_snapshot *s)
+{
+    if (s && atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) == 1)
+        snapshot_free(s);
+}
+
+wf_cluster *wf_snapshot_cluster(const wf_snapshot *s, const char *name)
+{
+    void *v = wf_map_get(&s->cluster_by_name, name, strlen(name));
+    return v ? &s->cls[(uintptr_t)v - 1] : NULL;
+}
+
+static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *c;
+
+    s->n_cls = json_array_size(arr);
+    s->cls = calloc(s->n_cls ? s->n_cls : 1, sizeof(*s->cls));
+    if (!s->cls)
+        return -1;
+    json_array_foreach(arr, i, c)
+    {
+        wf_cluster *cl = &s->cls[i];
+        const char *name = json_string_value(json_object_get(c, "name"));
+        const char *lb = json_string_value(json_object_get(c, "lb_policy"));
+        char id[600];
+
+        if (!name) {
+            snprintf(err, errlen, "cluster %zu has no name", i);
+            return -1;
+        }
+        cl->name = strdup(name);
+        cl->index = (uint32_t)i;
+        cl->lb = !lb || strcmp(lb, "ROUND_ROBIN") == 0 ? WF_LBP_ROUND_ROBIN
+                 : strcmp(lb, "LEAST_REQUEST") == 0    ? WF_LBP_LEAST_REQUEST
+                 : strcmp(lb, "RANDOM") == 0           ? WF_LBP_RANDOM
+                                                       : -1;
+        if (cl->lb < 0) {
+            snprintf(err, errlen, "cluster %s: unsupported lb_policy %s", name, lb);
+            return -1;
+        }
+        cl->connect_timeout_ms =
+            parse_duration_ms(json_string_value(json_object_get(c, "connect_timeout")), 10000);
+        if (wf_map_put(&s->cluster_by_name, cl->name, strlen(cl->name), (void *)(uintptr_t)(i + 1)))
+            return -1;
+#define CSTAT(field, suffix)                                                                       \
+    snprintf(id, sizeof(id), "cluster.%s." suffix, name);                                         \
+    cl->field = wf_stat_id(id);
+        CSTAT(st_rq_total, "upstream_rq_total");
+        CSTAT(st_rq_2xx, "upstream_rq_2xx");
+        CSTAT(st_rq_4xx, "upstream_rq_4xx");
+        CSTAT(st_rq_5xx, "upstream_rq_5xx");
+        CSTAT(st_cx_total, "upstream_cx_total");
+        CSTAT(st_cx_connect_fail, "upstream_cx_connect_fail");
+#undef CSTAT
+    }
+    return 0;
+}
+
+static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
+{
+    size_t i, j, k;
+    json_t *cla, *loc, *lbe;
+
+    json_array_foreach(arr, i, cla)
+    {
+        const char *cname = json_string_value(json_object_get(cla, "cluster_name"));
+        wf_cluster *cl = cname ? wf_snapshot_cluster(s, cname) : NULL;
+        size_t n = 0;
+
+        if (!cl) {
+            snprintf(err, errlen, "endpoints for unknown cluster %s", cname ? cname : "(none)");
+            return -1;
+        }
+        json_array_foreach(json_object_get(cla, "endpoints"), j, loc)
+            n += json_array_size(json_object_get(loc, "lb_endpoints"));
+        free(cl->eps);
+        cl->eps = calloc(n ? n : 1, sizeof(*cl->eps));
+        cl->n_eps = 0;
+        if (!cl->eps)
+            return -1;
+        json_array_foreach(json_object_get(cla, "endpoints"), j, loc)
+        {
+            json_array_foreach(json_object_get(loc, "lb_endpoints"), k, lbe)
+            {
+                json_t *sa = json_object_get(
+                    json_object_get(json_object_get(json_object_get(lbe, "endpoint"), "address"),
+                                    "socket_address"),
+                    "address");
+                json_t *sp = json_object_get(
+                    json_object_get(json_object_get(json_object_get(lbe, "endpoint"), "address"),
+                                    "socket_address"),
+                    "port_value");
+                const char *health = json_string_value(json_object_get(lbe, "health_status"));
+                json_t *wt = json_object_get(lbe, "load_balancing_weight");
+                wf_endpoint *ep = &cl->eps[cl->n_eps];
+                const char *ip = json_string_value(sa);
+
+                if (health && strcmp(health, "HEALTHY") != 0 && strcmp(health, "UNKNOWN") != 0)
+                    continue;
+                if (!ip || !json_is_integer(sp) || json_integer_value(sp) <= 0 ||
+                    json_integer_value(sp) > 65535) {
+                    snprintf(err, errlen, "cluster %s: endpoint %zu has no address/port", cname, k);
+                    return -1;
+                }
+                memset(&ep->addr, 0, sizeof(ep->addr));
+                ep->addr.sin_family = AF_INET;
+                ep->addr.sin_port = htons((uint16_t)json_integer_value(sp));
+                if (inet_pton(AF_INET, ip, &ep->addr.sin_addr) != 1) {
+                    /* IPv6 upstreams come later; skipping one endpoint must
+                     * not refuse the whole configuration. */
+                    WF_WARN("cluster %s: endpoint %s skipped: only IPv4 endpoints are supported",
+                            cname, ip);
+                    continue;
+                }
+                snprintf(ep->ip, sizeof(ep->ip), "%s", ip);
+                ep->port = (uint32_t)json_integer_value(sp);
+                snprintf(ep->hostport, sizeof(ep->hostport), "%s:%u", ip, ep->port);
+                ep->weight = json_is_integer(wt) && json_integer_value(wt) > 0
+                                 ? (uint32_t)json_integer_value(wt)
+                                 : 1;
+                cl->n_eps++;
+            }
+        }
+    }
+    for (i = 0; i < s->n_cls; i++) {
+        wf_cluster *cl = &s->cls[i];
+        cl->infos = calloc(cl->n_eps ? cl->n_eps : 1, sizeof(*cl->infos));
+        if (!cl->infos || wf_lb_prepare(cl) < 0)
+            return -1;
+        for (j = 0; j < cl->n_eps; j++) {
+            cl->eps[j].gindex = (uint32_t)s->n_eps++;
+            cl->infos[j] = (wf_host_info){.size = sizeof(wf_host_info),
+                                          .cluster = cl->name,
+                                          .address = cl->eps[j].ip,
+                                          .port = cl->eps[j].port,
+                                          .weight = cl->eps[j].weight,
+                                          .healthy = 1};
+        }
+    }
+    return 0;
+}
+
+/* Compiles each route's typed_per_filter_config entries for the filters of
+ * chain c that take per-route config. */
+static int build_route_cfgs(wf_chain *c, json_t *rt, char *err, size_t errlen)
+{
+    size_t i, j;
+    json_t *vh, *r;
+
+    json_array_foreach(json_object_get(rt, "virtual_hosts"), i, vh)
+    {
+        json_array_foreach(json_object_get(vh, "routes"), j, r)
+        {
+            json_t *pf = json_object_get(r, "typed_per_filter_config");
+            void **cfgs = NULL;
+
+            if (!json_is_object(pf))
+                continue;
+            for (size_t k = 0; k < c->n; k++) {
+                json_t *v = json_object_get(pf, c->f[k].name);
+                char why[400] = "";
+                if (!v || !c->f[k].m->route_config_create)
+                    continue;
+                if (!cfgs && !(cfgs = calloc(c->n, sizeof(void *))))
+                    return -1;
+                cfgs[k] = c->f[k].m->route_config_create(c->f[k].cfg, (const wf_value *)v, why,
+                                                         sizeof(why));
+                if (!cfgs[k]) {
+                    snprintf(err, errlen, "filter %s refused the per-route config of route %s: %s",
+                             c->f[k].name, json_string_value(json_object_get(r, "name")), why);
+                    wf_map_put_ptr(&c->route_cfgs, r, cfgs);
+                    return -1;
+                }
+            }
+            if (cfgs && wf_map_put_ptr(&c->route_cfgs, r, cfgs) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *wl, char *err,
+                       size_t errlen)
+{
+    wf_chain *c = &l->chain;
+    size_t i;
+    json_t *f;
+    wf_workload w = {.size = sizeof(w),
+                     .role = wl->role,
+                     .namespace_ = wl->namespace_,
+                     .service_account = wl->service_account,
+                     .labels = (const wf_value *)wl->labels,
+                     .trust_domain = wl->trust_domain,
+                     .workers = wl->workers};
+
+    wf_map_init(&c->route_cfgs);
+    c->f = calloc(json_array_size(filters) + 1, sizeof(*c->f));
+    if (!c->f)
+        return -1;
+    json_array_foreach(filters, i, f)
+    {
+        const char *name = json_string_value(json_object_get(f, "name"));
+        json_t *tc = json_object_get(f, "typed_config");
+        const char *tu = json_string_value(json_object_get(tc, "type_url"));
+        json_t *value = json_object_get(tc, "value");
+        wf_filter *fl = &c->f[c->n];
+        char why[512] = "";
+        wf_config_args args;
+
+        if (!name || !tu || strncmp(tu, TYPE_PREFIX, strlen(TYPE_PREFIX)) != 0) {
+            snprintf(err, errlen, "listener %s: http filter %zu has no weft module type_url", l->name,
+                     i);
+            return -1;
+        }
+        fl->ref = wf_module_load(tu + strlen(TYPE_PREFIX), err, errlen);
+        if (!fl->ref)
+            return -1;
+        fl->m = wf_module_table(fl->ref);
+        fl->name = strdup(name);
+        fl->module = strdup(tu + strlen(TYPE_PREFIX));
+        fl->index = c->n;
+        fl->config = value ? json_incref(value) : json_object();
+        args = (wf_config_args){.size = sizeof(args),
+                                .name = fl->name,
+                                .config = (const wf_value *)fl->config,
+                                .route_table = (const wf_value *)l->route_table,
+                                .workload = &w,
+                                .direction = l->inbound ? "inbound" : "outbound",
+                                .filter = fl};
+        c->n++;
+        fl->cfg = fl->m->config_create(&args, why, sizeof(why));
+        if (!fl->cfg) {
+            snprintf(err, errlen, "module \"%s\": %s: configuration refused: %s", fl->module,
+                     wf_module_path(fl->ref), why[0] ? why : "(no reason given)");
+            return -1;
+        }
+        c->any_request_body |= fl->m->request_body != NULL;
+        c->any_response_body |= fl->m->response_body != NULL;
+        c->any_stream_create |= fl->m->stream_create != NULL;
+        c->any_complete |= fl->m->stream_complete != NULL;
+    }
+    return l->route_table ? build_route_cfgs(c, l->route_table, err, errlen) : 0;
+}
+
+static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *wl, char *err,
+                           size_t errlen)
+{
+    size_t i;
+    json_t *lj;
+
+    s->n_ls = 0;
+    s->ls = calloc(json_array_size(arr) + 1, sizeof(*s->ls));
+    if (!s->ls)
+        return -1;
+    json_array_foreach(arr, i, lj)
+    {
+        wf_listener *l = &s->ls[s->n_ls];
+        json_t *sa = json_object_get(json_object_get(lj, "address"), "socket_address");
+        const char *host = json_string_value(json_object_get(sa, "address"));
+        json_t *port = json_object_get(sa, "port_value");
+        const char *dir = json_string_value(json_object_get(lj, "traffic_direction"));
+        json_t *hcm = json_object_get(
+            json_array_get(json_object_get(json_array_get(json_object_get(lj, "filter_chains"), 0),
+                                           "filters"),
+                           0),
+            "typed_config");
+
+        l->name = strdup(json_string_value(json_object_get(lj, "name")) ?: "listener");
+        s->n_ls++;
+        if (!host || !json_is_integer(port)) {
+            snprintf(err, errlen, "listener %s has no socket address", l->name);
+            return -1;
+        }
+        snprintf(l->host, sizeof(l->host), "%s", host);
+        l->port = (int)json_integer_value(port);
+        l->inbound = dir && strcmp(dir, "INBOUND") == 0;
+        l->route_table = json_object_get(hcm, "route_config");
+        if (build_chain(l, json_object_get(hcm, "http_filters"), wl, err, errlen) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+wf_snapshot *wf_snapshot_build(json_t *bundle, const wf_workload_info *wl, char *err, size_t errlen)
+{
+    wf_snapshot *s = calloc(1, sizeof(*s));
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    atomic_init(&s->refs, 1);
+    s->bundle = json_incref(bundle);
+    s->version = strdup(json_string_value(json_object_get(bundle, "version_info")) ?: "");
+    wf_map_init(&s->cluster_by_name);
+    err[0] = 0;
+    if (build_clusters(s, json_object_get(bundle, "clusters"), err, errlen) < 0 ||
+        build_endpoints(s, json_object_get(bundle, "endpoints"), err, errlen) < 0 ||
+        build_listeners(s, json_object_get(bundle, "listeners"), wl, err, errlen) < 0) {
+        if (!err[0])
+            snprintf(err, errlen, "out of memory building the configuration snapshot");
+        snapshot_free(s);
+        return NULL;
+    }
+    return s;
+}
+
+json_t *wf_snapshot_dump(const wf_snapshot *s)
+{
+    json_t *d = json_object(), *chains = json_object();
+
+    json_object_set_new(d, "version_info", json_string(s->version));
+    json_object_set(d, "listeners", json_object_get(s->bundle, "listeners"));
+    json_object_set(d, "clusters", json_object_get(s->bundle, "clusters"));
+    json_object_set(d, "endpoints", json_object_get(s->bundle, "endpoints"));
+    for (size_t i = 0; i < s->n_ls; i++) {
+        json_t *arr = json_array();
+        for (size_t k = 0; k < s->ls[i].chain.n; k++) {
+            const wf_filter *f = &s->ls[i].chain.f[k];
+            json_array_append_new(arr, json_pack("{s:s, s:s, s:s}", "name", f->name, "module",
+                                                 f->module, "path", wf_module_path(f->ref)));
+        }
+        if (i == 0)
+            json_object_set(d, "filter_chain", arr);
+        json_object_set_new(chains, s->ls[i].name, arr);
+    }
+    if (!json_object_get(d, "filter_chain"))
+        json_object_set_new(d, "filter_chain", json_array());
+    json_object_set_new(d, "filter_chains", chains);
+    return d;
+}

@@ -1,0 +1,571 @@
+/*
+ * upstream.c: connections from the proxy to endpoints, pooled per endpoint
+ * on each worker.  A stream borrows a connection for one exchange: the
+ * request head and body go out as they arrive from the client, the
+ * response (parsed by llhttp) is handed back to downstream.c.  A
+ * connection that ends its exchange cleanly and may be kept alive goes
+ * back to the pool.
+ */
+#include "proxy/proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "util/log.h"
+
+#define POOL_IDLE_MAX 64
+
+static llhttp_settings_t settings;
+
+static void uc_close(wf_uconn *uc);
+static void uc_send_head(wf_uconn *uc);
+
+wf_pool *wf_pool_get(wf_worker *w, const struct sockaddr_in *addr, const char *hostport)
+{
+    size_t len = strlen(hostport);
+    wf_pool *p = wf_map_get(&w->pools, hostport, len);
+
+    if (p)
+        return p;
+    p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->addr = *addr;
+    snprintf(p->hostport, sizeof(p->hostport), "%s", hostport);
+    if (wf_map_put(&w->pools, p->hostport, strlen(p->hostport), p) < 0) {
+        free(p);
+        return NULL;
+    }
+    return p;
+}
+
+static void idle_remove(wf_uconn *uc)
+{
+    wf_pool *p = uc->pool;
+
+    for (wf_uconn **pp = &p->idle; *pp; pp = &(*pp)->next_idle)
+        if (*pp == uc) {
+            *pp = uc->next_idle;
+            p->n_idle--;
+            uc->next_idle = NULL;
+            return;
+        }
+}
+
+static void uc_closed(uv_handle_t *h)
+{
+    wf_uconn *uc = h->data;
+
+    wf_stat_add(uc->w, WF_ST_UPSTREAM_CX_ACTIVE, -1);
+    free(uc);
+}
+
+static void timer_closed(uv_handle_t *h)
+{
+    wf_uconn *uc = h->data;
+
+    uv_close((uv_handle_t *)&uc->tcp, uc_closed);
+}
+
+static void uc_close(wf_uconn *uc)
+{
+    if (uc->closing)
+        return;
+    uc->closing = 1;
+    if (!uc->s)
+        idle_remove(uc);
+    uv_timer_stop(&uc->timer);
+    uv_close((uv_handle_t *)&uc->timer, timer_closed);
+}
+
+/* ---- writing ---- */
+
+static void uc_write(wf_uconn *uc, const uv_buf_t *b, unsigned n)
+{
+    if (uc->closing)
+        return;
+    if (wf_write((uv_stream_t *)&uc->tcp, &uc->wq, b, n) < 0)
+        uc->wq.failed = 1;
+}
+
+static void uc_drained(void *owner)
+{
+    wf_uconn *uc = owner;
+
+    if (uc->s)
+        wf_stream_upstream_writable(uc->s);
+}
+
+static void write_body(wf_uconn *uc, const char *data, size_t len, int end)
+{
+    wf_stream *s = uc->s;
+
+    if (s->req_chunked) {
+        char hdr[24];
+        uv_buf_t b[4];
+        unsigned n = 0;
+        if (len) {
+            int k = snprintf(hdr, sizeof(hdr), "%zx\r\n", len);
+            b[n++] = uv_buf_init(hdr, (unsigned)k);
+            b[n++] = uv_buf_init((char *)data, (unsigned)len);
+            b[n++] = uv_buf_init("\r\n", 2);
+        }
+        if (end)
+            b[n++] = uv_buf_init("0\r\n\r\n", 5);
+        if (n)
+            uc_write(uc, b, n);
+    } else if (len) {
+        uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+        uc_write(uc, &b, 1);
+    }
+}
+
+void wf_upstream_body(wf_stream *s, const char *data, size_t len, int end)
+{
+    wf_uconn *uc = s->uc;
+
+    if (!uc || uc->closing)
+        return;
+    write_body(uc, data, len, end);
+    if (uc->wq.queued > WF_WRITE_HIGH_WATER && s->dc->reading) {
+        s->dc->reading = 0;
+        uv_read_stop((uv_stream_t *)&s->dc->tcp);
+    }
+}
+
+/* Serialises the request head (origin-form, Host from :authority). */
+static void uc_send_head(wf_uconn *uc)
+{
+    wf_stream *s = uc->s;
+    wf_hdrs *h = &s->req;
+    wf_str method = {"GET", 3}, path = {"/", 1}, auth = {"", 0};
+    size_t cap = 128, len = 0;
+    char *p;
+
+    for (uint32_t i = 0; i < h->n; i++) {
+        const wf_hdr *x = &h->v[i];
+        cap += x->name.len + x->value.len + 4;
+        if (x->name.p[0] != ':')
+            continue;
+        if (x->name.len == 7 && memcmp(x->name.p, ":method", 7) == 0)
+            method = x->value;
+        else if (x->name.len == 5 && memcmp(x->name.p, ":path", 5) == 0)
+            path = x->value;
+        else if (x->name.len == 10 && memcmp(x->name.p, ":authority", 10) == 0)
+            auth = x->value;
+    }
+    p = wf_arena_alloc(&s->arena, cap + 64);
+    if (!p) {
+        wf_stream_local_reply(s, 500, "out of stream memory\n", 21, "DPE");
+        return;
+    }
+#define PUT(str, l)                                                                                \
+    do {                                                                                           \
+        memcpy(p + len, str, l);                                                                   \
+        len += l;                                                                                  \
+    } while (0)
+    PUT(method.p, method.len);
+    PUT(" ", 1);
+    PUT(path.p, path.len);
+    PUT(" HTTP/1.1\r\nhost: ", 17);
+    PUT(auth.p, auth.len);
+    PUT("\r\n", 2);
+    for (uint32_t i = 0; i < h->n; i++) {
+        const wf_hdr *x = &h->v[i];
+        /* Framing and connection headers are the proxy's own, even if a
+         * filter added one. */
+        if (x->name.p[0] == ':' || wf_http_hop_by_hop(&x->name))
+            continue;
+        PUT(x->name.p, x->name.len);
+        PUT(": ", 2);
+        PUT(x->value.p, x->value.len);
+        PUT("\r\n", 2);
+    }
+    if (s->req_chunked)
+        PUT("transfer-encoding: chunked\r\n", 28);
+    else if (s->req_cl >= 0)
+        len += (size_t)snprintf(p + len, 40, "content-length: %lld\r\n", (long long)s->req_cl);
+    PUT("\r\n", 2);
+#undef PUT
+    {
+        uv_buf_t b = uv_buf_init(p, (unsigned)len);
+        uc_write(uc, &b, 1);
+    }
+    uc->head_sent = 1;
+    s->up_start_ms = uv_now(&uc->w->loop);
+    /* Body bytes that arrived while connecting, then the end if seen. */
+    for (wf_chunk *c = s->pending, *n; c; c = n) {
+        n = c->next;
+        write_body(uc, c->data, c->len, 0);
+        free(c);
+    }
+    s->pending = NULL;
+    s->pending_tail = &s->pending;
+    s->pending_len = 0;
+    if (s->req_done)
+        write_body(uc, NULL, 0, 1);
+    wf_stream_upstream_writable(s);
+}
+
+/* ---- response parsing ---- */
+
+#define UC(p) ((wf_uconn *)(p)->data)
+
+static int on_message_begin(llhttp_t *p)
+{
+    wf_uconn *uc = UC(p);
+
+    if (!uc->s)
+        return HPE_USER;
+    uc->s->resp.n = 0;
+    uc->in_value = 0;
+    return wf_hdrs_add(&uc->s->arena, &uc->s->resp, ":status", 7, "000", 3) < 0 ? HPE_USER : 0;
+}
+
+static int on_header_field(llhttp_t *p, const char *at, size_t len)
+{
+    wf_uconn *uc = UC(p);
+    wf_stream *s = uc->s;
+
+    if (s->resp.n > WF_MAX_HEADERS)
+        return HPE_USER;
+    if (s->resp.n == 1)
+        uc->in_value = 1; /* the first field starts a header after :status */
+    return wf_hdrs_on_field(&s->arena, &s->resp, &uc->in_value, at, len) < 0 ? HPE_USER : 0;
+}
+
+static int on_header_value(llhttp_t *p, const char *at, size_t len)
+{
+    wf_uconn *uc = UC(p);
+    wf_stream *s = uc->s;
+
+    return wf_hdrs_on_value(&s->arena, &s->resp, &uc->in_value, at, len) < 0 ? HPE_USER : 0;
+}
+
+static int on_headers_complete(llhttp_t *p)
+{
+    wf_uconn *uc = UC(p);
+    wf_stream *s = uc->s;
+    int status = p->status_code;
+    wf_attempt a;
+
+    if (status >= 100 && status < 200 && status != 101) {
+        /* Interim responses (100 Continue, 103) are not passed on: the
+         * proxy answered Expect itself. */
+        s->resp.n = 0;
+        return 0;
+    }
+    wf_status3((char *)s->resp.v[0].value.p, status);
+    /* Drop the upstream's hop-by-hop headers; keep content-length so that
+     * the client gets the same framing when no filter changes the body. */
+    wf_hdrs_remove(&s->resp, "connection", 10);
+    wf_hdrs_remove(&s->resp, "keep-alive", 10);
+    wf_hdrs_remove(&s->resp, "transfer-encoding", 17);
+    wf_hdrs_remove(&s->resp, "proxy-connection", 16);
+    wf_hdrs_remove(&s->resp, "upgrade", 7);
+    if (p->flags & F_CHUNKED)
+        wf_hdrs_remove(&s->resp, "content-length", 14);
+    s->up_time_us = (uv_now(&uc->w->loop) - s->up_start_ms) * 1000;
+    a = (wf_attempt){.size = sizeof(a), .number = s->attempts, .result = WF_ATTEMPT_RESPONSE,
+                     .status = status};
+    wf_chain_attempt_done(s, &a);
+    wf_stream_response_head(s);
+    return s->head ? 1 : 0;
+}
+
+static int on_body(llhttp_t *p, const char *at, size_t len)
+{
+    wf_uconn *uc = UC(p);
+
+    if (uc->s)
+        wf_stream_response_body(uc->s, at, len);
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *p)
+{
+    wf_uconn *uc = UC(p);
+    wf_stream *s = uc->s;
+
+    if (!s)
+        return HPE_USER;
+    if (s->resp.n == 0)
+        return 0; /* an interim response ended */
+    uc->keepalive = llhttp_should_keep_alive(p) && s->req_done;
+    uc->done = 1;
+    /* The end is delivered by read_cb once llhttp_execute has returned:
+     * finishing the stream may hand this very connection to the client's
+     * next pipelined request, which re-initialises the parser. */
+    return HPE_PAUSED;
+}
+
+static void settings_init(void)
+{
+    llhttp_settings_init(&settings);
+    settings.on_message_begin = on_message_begin;
+    settings.on_header_field = on_header_field;
+    settings.on_header_value = on_header_value;
+    settings.on_headers_complete = on_headers_complete;
+    settings.on_body = on_body;
+    settings.on_message_complete = on_message_complete;
+}
+
+/* ---- reading ---- */
+
+static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
+{
+    wf_uconn *uc = h->data;
+
+    buf->base = uc->w->rbuf;
+    buf->len = WF_READ_BUF;
+}
+
+static void fail(wf_uconn *uc, wf_attempt_result why, const char *detail)
+{
+    wf_stream *s = uc->s;
+
+    uc_close(uc);
+    uc->s = NULL;
+    if (s) {
+        s->uc = NULL;
+        if (s->pool) {
+            s->pool->active--;
+            s->pool = NULL;
+        }
+        wf_stream_upstream_failed(s, why, detail);
+    }
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    wf_uconn *uc = st->data;
+    wf_stream *s = uc->s;
+    enum llhttp_errno e;
+
+    if (!s) {
+        /* Idle pooled connection: the endpoint closed it (or sent junk). */
+        uc_close(uc);
+        return;
+    }
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        if (uc->got_bytes && s->resp_started) {
+            /* A close-delimited body ends at EOF; anything else is cut. */
+            llhttp_finish(&uc->parser);
+            if (uc->done) {
+                uc->keepalive = 0;
+                wf_stream_response_end(s);
+                return;
+            }
+            if (!uc->done) {
+                uc_close(uc);
+                s->uc = NULL;
+                s->flags = "UPE";
+                wf_stream_local_reply(s, 502, NULL, 0, "UPE"); /* closes the client */
+            }
+            return;
+        }
+        if (uc->reused && !uc->got_bytes && !s->pending && s->req_done && s->req_bytes == 0) {
+            /* A pooled connection the endpoint had already closed: try once
+             * more on a fresh one, as nothing of the exchange happened. */
+            wf_endpoint *ep = s->ep;
+            uc_close(uc);
+            s->uc = NULL;
+            s->pool->active--;
+            s->pool = NULL;
+            s->attempts--;
+            wf_upstream_start(s, ep);
+            return;
+        }
+        fail(uc, WF_ATTEMPT_RESET, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        return;
+    }
+    uc->got_bytes = 1;
+    e = llhttp_execute(&uc->parser, buf->base, (size_t)nread);
+    if (uc->s != s)
+        return; /* the stream went away while parsing (client closed) */
+    if (uc->done) {
+        wf_stream_response_end(s);
+        return;
+    }
+    if (e == HPE_OK)
+        return;
+    if (uc->s && !uc->s->resp_started) {
+        char why[160];
+        snprintf(why, sizeof(why), "bad response: %s", llhttp_get_error_reason(&uc->parser));
+        fail(uc, WF_ATTEMPT_RESET, why);
+    } else {
+        uc_close(uc);
+        if (s->uc == uc) {
+            s->uc = NULL;
+            wf_stream_local_reply(s, 502, NULL, 0, "UPE");
+        }
+    }
+}
+
+void wf_upstream_read_control(wf_stream *s, int on)
+{
+    wf_uconn *uc = s->uc;
+
+    if (!uc || uc->closing || !uc->connected || uc->reading == on)
+        return;
+    uc->reading = on;
+    if (on)
+        uv_read_start((uv_stream_t *)&uc->tcp, alloc_cb, read_cb);
+    else
+        uv_read_stop((uv_stream_t *)&uc->tcp);
+}
+
+/* ---- connecting ---- */
+
+static void attach(wf_uconn *uc, wf_stream *s)
+{
+    uc->s = s;
+    s->uc = uc;
+    uc->got_bytes = 0;
+    uc->head_sent = 0;
+    uc->done = 0;
+    uc->keepalive = 0;
+    llhttp_init(&uc->parser, HTTP_RESPONSE, &settings);
+    uc->parser.data = uc;
+}
+
+static void connect_timeout(uv_timer_t *t)
+{
+    wf_uconn *uc = t->data;
+
+    wf_stat_add(uc->w, WF_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+    if (uc->s && uc->s->cluster)
+        wf_stat_add(uc->w, uc->s->cluster->st_cx_connect_fail, 1);
+    fail(uc, WF_ATTEMPT_CONNECT_FAILURE, "connect timeout");
+}
+
+static void connected(uv_connect_t *req, int status)
+{
+    wf_uconn *uc = req->data;
+
+    if (uc->closing)
+        return;
+    uv_timer_stop(&uc->timer);
+    if (status < 0) {
+        wf_stat_add(uc->w, WF_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
+        if (uc->s && uc->s->cluster)
+            wf_stat_add(uc->w, uc->s->cluster->st_cx_connect_fail, 1);
+        fail(uc, WF_ATTEMPT_CONNECT_FAILURE, uv_strerror(status));
+        return;
+    }
+    uc->connected = 1;
+    uv_tcp_nodelay(&uc->tcp, 1);
+    if (!uc->s) {
+        uc_close(uc);
+        return;
+    }
+    uc->reading = 1;
+    uv_read_start((uv_stream_t *)&uc->tcp, alloc_cb, read_cb);
+    uc_send_head(uc);
+}
+
+void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
+{
+    wf_worker *w = s->w;
+    wf_pool *pool = w->ep_pool && s->snap == w->snap ? w->ep_pool[ep->gindex]
+                                                      : wf_pool_get(w, &ep->addr, ep->hostport);
+    wf_uconn *uc;
+    int r;
+
+    if (!settings.on_headers_complete)
+        settings_init();
+    if (!pool) {
+        wf_stream_local_reply(s, 503, "out of memory\n", 14, "UF");
+        return;
+    }
+    s->ep = ep;
+    s->pool = pool;
+    s->attempts++;
+    pool->active++;
+    memcpy(s->upstream_host, ep->hostport, sizeof(s->upstream_host));
+    wf_stat_add(w, WF_ST_UPSTREAM_RQ_TOTAL, 1);
+    wf_stat_add(w, s->cluster->st_rq_total, 1);
+
+    while ((uc = pool->idle)) {
+        pool->idle = uc->next_idle;
+        pool->n_idle--;
+        uc->next_idle = NULL;
+        if (uc->closing || uc->wq.failed)
+            continue;
+        attach(uc, s);
+        uc->reused = 1;
+        uc_send_head(uc);
+        return;
+    }
+    uc = calloc(1, sizeof(*uc));
+    if (!uc) {
+        pool->active--;
+        s->pool = NULL;
+        wf_stream_local_reply(s, 503, "out of memory\n", 14, "UF");
+        return;
+    }
+    uc->w = w;
+    uc->pool = pool;
+    uc->wq.owner = uc;
+    uc->wq.drained = uc_drained;
+    uv_tcp_init(&w->loop, &uc->tcp);
+    uv_timer_init(&w->loop, &uc->timer);
+    uc->tcp.data = uc;
+    uc->timer.data = uc;
+    uc->connect.data = uc;
+    wf_stat_add(w, WF_ST_UPSTREAM_CX_TOTAL, 1);
+    wf_stat_add(w, WF_ST_UPSTREAM_CX_ACTIVE, 1);
+    wf_stat_add(w, s->cluster->st_cx_total, 1);
+    attach(uc, s);
+    r = uv_tcp_connect(&uc->connect, &uc->tcp, (const struct sockaddr *)&pool->addr, connected);
+    if (r < 0) {
+        fail(uc, WF_ATTEMPT_CONNECT_FAILURE, uv_strerror(r));
+        return;
+    }
+    uv_timer_start(&uc->timer, connect_timeout, s->cluster->connect_timeout_ms, 0);
+}
+
+void wf_upstream_detach(wf_stream *s)
+{
+    wf_uconn *uc = s->uc;
+    wf_pool *p = s->pool;
+
+    if (p) {
+        p->active--;
+        s->pool = NULL;
+    }
+    if (!uc)
+        return;
+    s->uc = NULL;
+    uc->s = NULL;
+    if (uc->closing)
+        return;
+    if (uc->done && uc->keepalive && !uc->wq.failed && uc->wq.queued == 0 && !atomic_load(&uc->w->drain) &&
+        uc->pool->n_idle < POOL_IDLE_MAX) {
+        /* Back to the pool; keep reading to notice the endpoint closing. */
+        uc->next_idle = uc->pool->idle;
+        uc->pool->idle = uc;
+        uc->pool->n_idle++;
+        if (!uc->reading) {
+            uc->reading = 1;
+            uv_read_start((uv_stream_t *)&uc->tcp, alloc_cb, read_cb);
+        }
+        return;
+    }
+    uc_close(uc);
+}
+
+void wf_pools_close(wf_worker *w)
+{
+    for (size_t i = 0; i < w->pools.cap; i++) {
+        wf_pool *p = w->pools.e ? w->pools.e[i].value : NULL;
+        if (!w->pools.e || !w->pools.e[i].key)
+            continue;
+        while (p->idle)
+            uc_close(p->idle); /* removes itself from the list */
+    }
+}

@@ -1,0 +1,38 @@
+/*
+ * pending.c: roles that later work fills in.  They refuse to start with a
+ * clear message rather than pretending to run.
+ */
+#include "roles/roles.h"
+
+#include <stdio.h>
+
+static int not_built(const char *role)
+{
+    return wf_usage_error("--role=%s is not built yet in this version; only --role=proxy runs", role);
+}
+
+static int run_istiod(int argc, char **argv, int first)
+{
+    return not_built("istiod");
+}
+
+static int run_gateway(int argc, char **argv, int first)
+{
+    return not_built("gateway");
+}
+
+static int run_ca(int argc, char **argv, int first)
+{
+    return not_built("ca");
+}
+
+static void usage_pending(void)
+{
+    printf("    (not built yet)\n");
+}
+
+const wf_role wf_role_istiod = {"istiod", "control plane: config, registry, xDS server, CA",
+                                run_istiod, usage_pending};
+const wf_role wf_role_gateway = {"gateway", "ingress gateway (Gateway listeners, TLS termination)",
+                                 run_gateway, usage_pending};
+const wf_role wf_role_ca = {"ca", "the certificate authority alone", run_ca, usage_pending};

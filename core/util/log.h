@@ -1,0 +1,27 @@
+/*
+ * log.h: operator-facing logging.  One line per event, tagged with the
+ * role and, where there is one, the connection and stream.  Debug lines
+ * cost one branch when debug logging is off.
+ */
+#ifndef WF_UTIL_LOG_H
+#define WF_UTIL_LOG_H
+
+#include <stdarg.h>
+
+enum { WF_LDEBUG = 0, WF_LINFO = 1, WF_LWARN = 2, WF_LERROR = 3 };
+
+extern int wf_log_threshold;        /* lines below this level are dropped */
+extern const char *wf_log_role; /* "proxy", "istiod", ... */
+
+void wf_log(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void wf_vlog(int level, const char *tag, const char *fmt, va_list ap);
+
+#define WF_DEBUG(...) do { if (wf_log_threshold <= WF_LDEBUG) wf_log(WF_LDEBUG, __VA_ARGS__); } while (0)
+#define WF_INFO(...) wf_log(WF_LINFO, __VA_ARGS__)
+#define WF_WARN(...) wf_log(WF_LWARN, __VA_ARGS__)
+#define WF_ERROR(...) wf_log(WF_LERROR, __VA_ARGS__)
+
+/* Parses "debug|info|warn|error"; returns the level or -1. */
+int wf_log_parse_level(const char *s);
+
+#endif

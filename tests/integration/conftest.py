@@ -1,0 +1,731 @@
+"""Fixtures and helpers for weft's integration tests.
+
+Everything here runs real processes on loopback: `weft` proxies (the binary
+from $WEFT_BIN, default build/weft), Python test backends (backend.py) and
+the real curl.  Every port is allocated free at run time, so tests can run
+side by side.  Waiting is always polling with a deadline, never a fixed
+sleep.
+
+Fixtures:
+    weft      factory: weft(config_yaml, **start_args) -> a started Weft;
+              every Weft is stopped with SIGTERM at teardown and must exit
+              0 with no sanitizer report on stderr.
+    backend   factory: backend(name) -> a running Backend.
+    weft_bin  the binary's path (fails the test with a hint when missing).
+
+Helpers: curl(), curl_many(), raw_exchange(), read_response(), the YAML
+builders service_entry(), workload_entry(), destination_rule(), and
+free_ports(), wait_until().
+"""
+import json
+import os
+import pathlib
+import re
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+
+import pytest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+HERE = pathlib.Path(__file__).resolve().parent
+WEFT_BIN = os.environ.get("WEFT_BIN") or str(REPO / "build" / "weft")
+BACKEND_PY = HERE / "backend.py"
+
+# Generous, because the same tests run against ASan+UBSan builds.
+DEADLINE = float(os.environ.get("WEFT_TEST_DEADLINE", "20"))
+
+# Lines that mean a sanitizer caught something, whatever the exit code.
+SANITIZER_MARKS = ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:")
+
+# Environment for every child: no proxy variables (they would send curl
+# elsewhere), and an ASan quarantine small enough that the memory-growth
+# tests measure the proxy's buffering, not freed blocks ASan holds back.
+CHILD_ENV = {k: v for k, v in os.environ.items()
+             if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
+if "quarantine_size_mb" not in CHILD_ENV.get("ASAN_OPTIONS", ""):
+    CHILD_ENV["ASAN_OPTIONS"] = ":".join(
+        x for x in (CHILD_ENV.get("ASAN_OPTIONS", ""), "quarantine_size_mb=4") if x)
+
+
+# --------------------------------------------------------------------------
+# small utilities
+
+def free_ports(n=1):
+    """n distinct free loopback TCP ports (all held until all are chosen)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def free_port():
+    return free_ports(1)[0]
+
+
+def wait_until(pred, what, timeout=DEADLINE, interval=0.02):
+    """Polls pred() until it returns a true value (returned), or fails."""
+    end = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise AssertionError("timed out after %.1fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
+def port_open(port, host="127.0.0.1"):
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def sanitizer_lines(text):
+    return [l for l in text.splitlines() if any(m in l for m in SANITIZER_MARKS)]
+
+
+def dedent(s):
+    return textwrap.dedent(s).strip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------
+# YAML builders: Istio resources as a user writes them
+
+def service_entry(name, ns="default", ports=((9080, "http"),), addresses=(), selector=None,
+                  endpoints=None, resolution="STATIC", host=None):
+    """A MESH_INTERNAL ServiceEntry for NAME.NS.svc.cluster.local, whose
+    endpoints are the WorkloadEntries labelled app=NAME (or `selector`), or
+    the inline `endpoints` (list of (address, {portname: port}))."""
+    host = host or "%s.%s.svc.cluster.local" % (name, ns)
+    out = ["---", "apiVersion: networking.istio.io/v1beta1", "kind: ServiceEntry",
+           "metadata:", "  name: %s" % name, "  namespace: %s" % ns, "spec:",
+           "  hosts:", "  - %s" % host]
+    if addresses:
+        out.append("  addresses:")
+        out += ["  - %s" % a for a in addresses]
+    out.append("  ports:")
+    for number, pname in ports:
+        out += ["  - number: %d" % number, "    name: %s" % pname, "    protocol: HTTP"]
+    out += ["  location: MESH_INTERNAL", "  resolution: %s" % resolution]
+    if endpoints is not None:
+        out.append("  endpoints:")
+        for addr, pmap in endpoints:
+            out.append("  - address: %s" % addr)
+            if pmap:
+                out.append("    ports:")
+                out += ["      %s: %d" % (k, v) for k, v in pmap.items()]
+    else:
+        labels = selector or {"app": name}
+        out += ["  workloadSelector:", "    labels:"]
+        out += ["      %s: %s" % kv for kv in labels.items()]
+    return "\n".join(out) + "\n"
+
+
+def workload_entry(name, port, app, version=None, ns="default", port_names=("http",),
+                   address="127.0.0.1", extra_labels=None):
+    """A WorkloadEntry at ADDRESS whose named ports all map to PORT."""
+    out = ["---", "apiVersion: networking.istio.io/v1beta1", "kind: WorkloadEntry",
+           "metadata:", "  name: %s" % name, "  namespace: %s" % ns, "spec:",
+           "  address: %s" % address, "  ports:"]
+    out += ["    %s: %d" % (p, port) for p in port_names]
+    out += ["  labels:", "    app: %s" % app]
+    if version:
+        out.append("    version: %s" % version)
+    for k, v in (extra_labels or {}).items():
+        out.append("    %s: %s" % (k, v))
+    return "\n".join(out) + "\n"
+
+
+def destination_rule(name, host=None, subsets=("v1", "v2", "v3"), lb=None, ns="default"):
+    """A DestinationRule with one subset per version label."""
+    out = ["---", "apiVersion: networking.istio.io/v1beta1", "kind: DestinationRule",
+           "metadata:", "  name: %s" % name, "  namespace: %s" % ns, "spec:",
+           "  host: %s" % (host or name)]
+    if lb:
+        out += ["  trafficPolicy:", "    loadBalancer:", "      simple: %s" % lb]
+    if subsets:
+        out.append("  subsets:")
+        for s in subsets:
+            out += ["  - name: %s" % s, "    labels:", "      version: %s" % s]
+    return "\n".join(out) + "\n"
+
+
+def virtual_service(name, http_yaml, hosts=None, ns="default"):
+    """A VirtualService whose `http:` list is given as YAML text."""
+    head = dedent("""
+        ---
+        apiVersion: networking.istio.io/v1beta1
+        kind: VirtualService
+        metadata:
+          name: %s
+          namespace: %s
+        spec:
+          hosts:
+        """ % (name, ns))
+    head += "".join("  - %s\n" % h for h in (hosts or [name]))
+    return head + "  http:\n" + textwrap.indent(dedent(http_yaml), "  ")
+
+
+# --------------------------------------------------------------------------
+# HTTP over raw sockets (for what curl cannot show: pipelining, framing)
+
+class RawResponse:
+    def __init__(self, version, status, reason, headers, body):
+        self.version, self.status, self.reason = version, status, reason
+        self.headers = headers  # list of (lower-case name, value)
+        self.body = body
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def json(self):
+        return json.loads(self.body)
+
+
+def read_response(f, head=False, sink=None):
+    """Reads one HTTP/1.x response from the binary file object f.  The body
+    is framed by Content-Length, chunked encoding or connection close; with
+    sink, body bytes are passed to sink(bytes) instead of being kept."""
+    line = f.readline(65537)
+    if not line:
+        raise ConnectionError("connection closed before a response")
+    parts = line.decode("latin-1").rstrip("\r\n").split(" ", 2)
+    version, status = parts[0], int(parts[1])
+    reason = parts[2] if len(parts) > 2 else ""
+    headers = []
+    while True:
+        h = f.readline(65537)
+        if not h:
+            raise ConnectionError("connection closed inside the response headers")
+        if h in (b"\r\n", b"\n"):
+            break
+        k, _, v = h.decode("latin-1").partition(":")
+        headers.append((k.strip().lower(), v.strip()))
+    if status in (100, 101, 102, 103):
+        return read_response(f, head, sink)
+    chunks = []
+    keep = sink or chunks.append
+    hd = {}
+    for k, v in headers:
+        hd.setdefault(k, v)
+    if head or status in (204, 304):
+        pass
+    elif "chunked" in hd.get("transfer-encoding", "").lower():
+        while True:
+            size = int(f.readline(65537).split(b";")[0].strip(), 16)
+            if size == 0:
+                while f.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            left = size
+            while left:
+                d = f.read(min(left, 1 << 16))
+                if not d:
+                    raise ConnectionError("connection closed inside a chunk")
+                keep(d)
+                left -= len(d)
+            f.readline(3)
+    elif "content-length" in hd:
+        left = int(hd["content-length"])
+        while left:
+            d = f.read(min(left, 1 << 16))
+            if not d:
+                raise ConnectionError("connection closed inside the body")
+            keep(d)
+            left -= len(d)
+    else:
+        while True:
+            d = f.read1(1 << 16) if hasattr(f, "read1") else f.read(1 << 16)
+            if not d:
+                break
+            keep(d)
+    return RawResponse(version, status, reason, headers, b"".join(chunks))
+
+
+def connect(port, timeout=DEADLINE):
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return s
+
+
+def raw_exchange(port, data, count=1, timeout=DEADLINE, head=False):
+    """Sends data (bytes) on a new connection and reads count responses.
+    Returns (responses, closed) where closed tells whether the server closed
+    the connection after the last response (checked with a short wait)."""
+    s = connect(port, timeout)
+    try:
+        s.sendall(data)
+        f = s.makefile("rb")
+        out = [read_response(f, head=head) for _ in range(count)]
+        s.settimeout(2)
+        try:
+            closed = f.read(1) == b""
+        except (socket.timeout, TimeoutError):
+            closed = False
+        except ConnectionResetError:
+            closed = True
+        return out, closed
+    finally:
+        s.close()
+
+
+def is_closed(sock, timeout=2.0):
+    """True if the peer closed (EOF or reset) within timeout."""
+    sock.settimeout(timeout)
+    try:
+        return sock.recv(1) == b""
+    except (socket.timeout, TimeoutError):
+        return False
+    except ConnectionResetError:
+        return True
+
+
+# --------------------------------------------------------------------------
+# curl
+
+class Response:
+    """A response as curl saw it. status 0 means curl failed (see .error)."""
+
+    def __init__(self, status, headers, body, error=""):
+        self.status = status
+        self.headers = headers  # list of (lower-case name, value), last response only
+        self.body = body
+        self.error = error
+
+    def header(self, name):
+        name = name.lower()
+        for k, v in self.headers:
+            if k == name:
+                return v
+        return None
+
+    def header_all(self, name):
+        return [v for k, v in self.headers if k == name.lower()]
+
+    @property
+    def text(self):
+        return self.body.decode("utf-8", "replace")
+
+    def json(self):
+        return json.loads(self.body)
+
+    @property
+    def backend(self):
+        return self.header("x-backend")
+
+    def __repr__(self):
+        return "<Response %d %s %r>" % (self.status, self.headers, self.body[:200])
+
+
+def curl(url, *, host=None, proxy=None, method=None, headers=(), data=None, data_file=None,
+         timeout=DEADLINE, extra=()):
+    """Runs the real curl (HTTP/1.1) and returns a Response.
+    host: sets the Host header (origin-form to the outbound listener);
+    proxy: sends the request in absolute-form to that HTTP proxy;
+    data: bytes or str body; data_file: path of a body file;
+    headers: iterable of "Name: value"."""
+    with tempfile.TemporaryDirectory(prefix="weft-curl-") as td:
+        hfile, bfile = os.path.join(td, "h"), os.path.join(td, "b")
+        args = ["curl", "-sS", "--http1.1", "--max-time", str(timeout),
+                "-D", hfile, "-o", bfile, "-w", "%{http_code}"]
+        if host:
+            args += ["-H", "Host: " + host]
+        if proxy:
+            args += ["-x", proxy]
+        else:
+            args += ["--noproxy", "*"]
+        if method:
+            args += ["-X", method]
+        for h in headers:
+            args += ["-H", h]
+        if data is not None:
+            dfile = os.path.join(td, "d")
+            with open(dfile, "wb") as f:
+                f.write(data.encode() if isinstance(data, str) else data)
+            data_file = dfile
+        if data_file is not None:
+            args += ["--data-binary", "@" + str(data_file), "-H", "Expect:"]
+        args += list(extra) + [url]
+        p = subprocess.run(args, capture_output=True, env=CHILD_ENV, timeout=timeout + 10)
+        code = p.stdout.decode().strip()
+        status = int(code) if code.isdigit() else 0
+        hdrs = []
+        if os.path.exists(hfile):
+            with open(hfile, "rb") as f:
+                blocks = [b for b in re.split(rb"\r?\n\r?\n", f.read()) if b.strip()]
+            if blocks:
+                for line in blocks[-1].decode("latin-1").splitlines()[1:]:
+                    k, _, v = line.partition(":")
+                    hdrs.append((k.strip().lower(), v.strip()))
+        body = b""
+        if os.path.exists(bfile):
+            with open(bfile, "rb") as f:
+                body = f.read()
+        return Response(status, hdrs, body, p.stderr.decode(errors="replace"))
+
+
+def curl_many(url, n, *, host=None, headers=(), proxy=None, timeout=120):
+    """Sends n GETs to url with one curl process (it reuses its connection)
+    and returns a list of (status, x-backend or "") in order."""
+    with tempfile.TemporaryDirectory(prefix="weft-curl-") as td:
+        cfg = os.path.join(td, "curl.cfg")
+        with open(cfg, "w") as f:
+            f.write('write-out = "%{http_code} %header{x-backend}\\n"\n')
+            if host:
+                f.write('header = "Host: %s"\n' % host)
+            for h in headers:
+                f.write('header = "%s"\n' % h)
+            if proxy:
+                f.write('proxy = "%s"\n' % proxy)
+            for _ in range(n):
+                f.write('url = "%s"\noutput = "/dev/null"\n' % url)
+        args = ["curl", "-sS", "--http1.1", "--max-time", "20", "-K", cfg]
+        if not proxy:
+            args += ["--noproxy", "*"]
+        p = subprocess.run(args, capture_output=True, env=CHILD_ENV, timeout=timeout)
+        out = []
+        for line in p.stdout.decode().splitlines():
+            code, _, name = line.partition(" ")
+            out.append((int(code) if code.isdigit() else 0, name.strip()))
+        assert len(out) == n, "curl made %d of %d requests: %s" % (len(out), n, p.stderr.decode())
+        return out
+
+
+# --------------------------------------------------------------------------
+# processes
+
+class Backend:
+    """A backend.py process; .port, .name, .url."""
+
+    def __init__(self, name, logdir, port=0):
+        self.name = name
+        self.errlog = open(os.path.join(logdir, "backend-%s.stderr" % name), "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(BACKEND_PY), "--port", str(port), "--name", name],
+            stdout=subprocess.PIPE, stderr=self.errlog, env=CHILD_ENV, start_new_session=True)
+        end = time.monotonic() + DEADLINE
+        line = b""
+        while not line.endswith(b"\n"):
+            left = end - time.monotonic()
+            if left <= 0 or self.proc.poll() is not None:
+                self.stop()
+                raise AssertionError("backend %s did not start" % name)
+            r, _, _ = select.select([self.proc.stdout], [], [], left)
+            if r:
+                c = os.read(self.proc.stdout.fileno(), 1)
+                if not c:
+                    continue
+                line += c
+        self.port = int(line.split()[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def counts(self):
+        """{"inflight": requests being served now, "served": all so far},
+        asked of the backend directly (not through a proxy)."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+        try:
+            c.request("GET", "/_inflight")
+            return json.loads(c.getresponse().read())
+        finally:
+            c.close()
+
+    def inflight(self):
+        return self.counts()["inflight"]
+
+    def served(self):
+        return self.counts()["served"]
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.errlog.close()
+
+
+class Weft:
+    """One `weft --role=proxy` process with its own config dir and ports.
+
+    Attributes: out_port, in_port, admin_port, config_dir, proc, and
+    out_url / in_url ("http://127.0.0.1:PORT")."""
+
+    def __init__(self, binary, workdir, name):
+        self.binary = binary
+        self.name = name
+        self.dir = pathlib.Path(workdir) / name
+        self.config_dir = self.dir / "config"
+        self.config_dir.mkdir(parents=True)
+        self.out_port, self.in_port, self.admin_port = free_ports(3)
+        self.proc = None
+        self.args = []
+        self.rc = None
+        self.checked = False
+
+    @property
+    def out_url(self):
+        return "http://127.0.0.1:%d" % self.out_port
+
+    @property
+    def in_url(self):
+        return "http://127.0.0.1:%d" % self.in_port
+
+    @property
+    def proxy(self):
+        """For curl(proxy=...): absolute-form requests to the outbound port."""
+        return self.out_url
+
+    def write(self, text, filename="config.yaml"):
+        path = self.config_dir / filename
+        path.write_text(dedent(text) if text.startswith("\n") else text)
+        return path
+
+    def command(self, namespace="default", service_account="default", labels=None,
+                app_port=None, concurrency=2, plugin_dirs=(), module_dir=None, seed=None,
+                log_level=None, extra=()):
+        # Both flag spellings on purpose: "--flag=value" and "--flag value".
+        args = [self.binary, "--role=proxy", "--config-dir", str(self.config_dir),
+                "--namespace", namespace, "--service-account=" + service_account,
+                "--outbound=127.0.0.1:%d" % self.out_port,
+                "--inbound", "127.0.0.1:%d" % self.in_port,
+                "--admin=127.0.0.1:%d" % self.admin_port,
+                "--concurrency", str(concurrency)]
+        if labels:
+            args.append("--labels=" + ",".join("%s=%s" % kv for kv in labels.items()))
+        if app_port is not None:
+            args += ["--app-port", str(app_port)]
+        for d in plugin_dirs:
+            args += ["--plugin-dir", str(d)]
+        if module_dir:
+            args.append("--module-dir=" + str(module_dir))
+        if seed is not None:
+            args.append("--seed=%d" % seed)
+        if log_level:
+            args.append("--log-level=" + log_level)
+        return args + list(extra)
+
+    def start(self, wait=True, argv=None, **kw):
+        """Starts weft (argv as given, or built by command(**kw)) and,
+        with wait, polls /ready until 200."""
+        self.args = list(argv) if argv else self.command(**kw)
+        self.stdout = open(self.dir / "stdout.log", "wb")
+        self.stderr_f = open(self.dir / "stderr.log", "wb")
+        self.proc = subprocess.Popen(self.args, stdout=self.stdout, stderr=self.stderr_f,
+                                     env=CHILD_ENV, start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self):
+        p = self.dir / "stderr.log"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def describe(self):
+        return "weft %s\n  command: %s\n  stderr:\n%s" % (
+            self.name, " ".join(map(str, self.args)),
+            textwrap.indent(self.stderr()[-4000:], "    "))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def admin(self, path, method="GET", timeout=5):
+        """(status, body bytes) from the admin listener."""
+        import http.client
+        c = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=timeout)
+        try:
+            c.request(method, path)
+            r = c.getresponse()
+            return r.status, r.read()
+        finally:
+            c.close()
+
+    def wait_ready(self, timeout=DEADLINE):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("weft exited with %d before it was ready\n%s"
+                                     % (self.proc.returncode, self.describe()))
+            try:
+                return self.admin("/ready", timeout=2)[0] == 200
+            except OSError:
+                return False
+        try:
+            wait_until(ready, "weft %s to answer 200 on /ready" % self.name, timeout)
+        except AssertionError as e:
+            if "before it was ready" in str(e):
+                raise
+            raise AssertionError("%s\n%s" % (e, self.describe()))
+
+    def config_dump(self):
+        status, body = self.admin("/config_dump")
+        assert status == 200, body
+        return json.loads(body)
+
+    def stats(self):
+        """/stats as a dict name -> int (non-integer values kept as text)."""
+        status, body = self.admin("/stats")
+        assert status == 200, body
+        out = {}
+        for line in body.decode().splitlines():
+            if ": " not in line:
+                continue
+            k, v = line.rsplit(": ", 1)
+            v = v.strip()
+            out[k.strip()] = int(v) if re.fullmatch(r"-?\d+", v) else v
+        return out
+
+    def rss_kb(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        raise AssertionError("no VmRSS for pid %d" % self.proc.pid)
+
+    def wait_exit(self, timeout=DEADLINE):
+        """Waits for the process to exit on its own; returns its exit code."""
+        try:
+            self.rc = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError("weft %s still running after %.0fs\n%s"
+                                 % (self.name, timeout, self.describe()))
+        return self.rc
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
+        """Sends sig and asserts a clean exit: code 0, no sanitizer report."""
+        if self.running():
+            self.proc.send_signal(sig)
+            try:
+                self.rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("weft %s ignored signal %d for %.0fs\n%s"
+                                     % (self.name, sig, timeout, self.describe()))
+            assert self.rc == 0, "weft %s exited %d after signal %d\n%s" % (
+                self.name, self.rc, sig, self.describe())
+        self.check_stderr()
+
+    def check_stderr(self):
+        self.checked = True
+        bad = sanitizer_lines(self.stderr())
+        assert not bad, "weft %s: sanitizer report on stderr\n%s" % (self.name, self.describe())
+
+    def close(self):
+        for f in ("stdout", "stderr_f"):
+            if hasattr(self, f):
+                getattr(self, f).close()
+
+    def teardown(self):
+        try:
+            if self.proc is not None:
+                if self.running():
+                    self.stop()
+                elif not self.checked:
+                    self.proc.wait()
+                    self.check_stderr()
+        finally:
+            if self.running():
+                self.proc.kill()
+                self.proc.wait()
+            self.close()
+
+
+def run_weft(args, timeout=DEADLINE, cwd=None):
+    """Runs weft to completion (for CLI and refused-config cases)."""
+    return subprocess.run([WEFT_BIN] + list(args), capture_output=True, text=True,
+                          env=CHILD_ENV, timeout=timeout, cwd=cwd)
+
+
+# --------------------------------------------------------------------------
+# fixtures
+
+@pytest.fixture
+def weft_bin():
+    if not os.access(WEFT_BIN, os.X_OK):
+        pytest.fail("weft binary not found at %s: build it with `./dev build`, or point "
+                    "WEFT_BIN at it" % WEFT_BIN, pytrace=False)
+    return WEFT_BIN
+
+
+@pytest.fixture
+def weft(tmp_path, weft_bin):
+    """Factory: weft(config_yaml=None, name=None, start=True, **start_args)."""
+    made = []
+
+    def make(config=None, name=None, start=True, files=None, **kw):
+        w = Weft(weft_bin, tmp_path, name or "weft%d" % len(made))
+        made.append(w)
+        if config is not None:
+            w.write(config)
+        for fname, text in (files or {}).items():
+            w.write(text, fname)
+        if start:
+            w.start(**kw)
+        return w
+
+    yield make
+    errors = []
+    for w in made:
+        try:
+            w.teardown()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def backend(tmp_path):
+    """Factory: backend(name, port=0) -> Backend, stopped at teardown."""
+    made = []
+    logdir = tmp_path / "backends"
+    logdir.mkdir(exist_ok=True)
+
+    def make(name, port=0):
+        b = Backend(name, str(logdir), port)
+        made.append(b)
+        return b
+
+    yield make
+    for b in made:
+        b.stop()
+
+
+@pytest.fixture
+def reviews(backend):
+    """Three backends reviews-v1/v2/v3 and the YAML of a `reviews` service
+    (port 9080, named http) with WorkloadEntries for them and a
+    DestinationRule with subsets v1, v2, v3.  Tests add a VirtualService."""
+    bs = {v: backend("reviews-" + v) for v in ("v1", "v2", "v3")}
+
+    class Mesh:
+        backends = bs
+        yaml = (service_entry("reviews")
+                + "".join(workload_entry("reviews-" + v, b.port, app="reviews", version=v)
+                          for v, b in bs.items())
+                + destination_rule("reviews"))
+    return Mesh

@@ -1,0 +1,732 @@
+/*
+ * translate_test.c: the translator (core/translate) on the fixture YAML in
+ * testdata/translate/, loaded through wf_config_load.  Assertions compare
+ * parts of the output bundle with small expected JSON snippets.
+ */
+#include "translate/translate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static const char *testdata(const char *sub)
+{
+    static char buf[1024];
+    const char *f = __FILE__, *slash = strrchr(f, '/');
+
+    if (slash)
+        snprintf(buf, sizeof(buf), "%.*s/testdata/translate/%s", (int)(slash - f), f, sub);
+    else
+        snprintf(buf, sizeof(buf), "testdata/translate/%s", sub);
+    return buf;
+}
+
+static wf_config *load(const char *sub)
+{
+    const char *path = testdata(sub);
+    wf_config *c = NULL;
+    wf_diags d = {0};
+
+    if (wf_config_load(&path, 1, &c, &d) != 0) {
+        fprintf(stderr, "loading %s failed:\n", path);
+        wf_diags_print(&d, stderr);
+        c = NULL;
+    }
+    wf_diags_free(&d);
+    return c;
+}
+
+static const char *const productpage[] = {"app", "productpage", "version", "v1", NULL};
+
+static json_t *run(const wf_config *c, const char *ns, const char *const *labels, int app_port)
+{
+    char err[256];
+    wf_proxy_info p = {.role = "proxy",
+                       .namespace_ = ns,
+                       .service_account = "sa",
+                       .labels = labels,
+                       .outbound_addr = "127.0.0.1",
+                       .outbound_port = 15001,
+                       .inbound_addr = "127.0.0.1",
+                       .inbound_port = 15006,
+                       .app_port = app_port};
+    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+
+    if (c && !b)
+        fprintf(stderr, "wf_translate failed: %s\n", err);
+    return b;
+}
+
+/* The element of array arr whose string field key equals name. */
+static json_t *by(json_t *arr, const char *key, const char *name)
+{
+    size_t i;
+    json_t *v;
+
+    json_array_foreach(arr, i, v)
+    {
+        const char *s = json_string_value(json_object_get(v, key));
+        if (s && strcmp(s, name) == 0)
+            return v;
+    }
+    return NULL;
+}
+
+static json_t *listener(json_t *b, const char *name)
+{
+    return by(json_object_get(b, "listeners"), "name", name);
+}
+
+static json_t *hcm(json_t *b, const char *lname)
+{
+    json_t *l = listener(b, lname);
+    json_t *fc = json_array_get(json_object_get(l, "filter_chains"), 0);
+
+    return json_object_get(json_array_get(json_object_get(fc, "filters"), 0), "typed_config");
+}
+
+static json_t *vhost(json_t *b, const char *name)
+{
+    json_t *rc = json_object_get(hcm(b, "virtualOutbound"), "route_config");
+
+    return by(json_object_get(rc, "virtual_hosts"), "name", name);
+}
+
+static json_t *route(json_t *b, const char *vh, const char *name)
+{
+    return by(json_object_get(vhost(b, vh), "routes"), "name", name);
+}
+
+static json_t *cluster(json_t *b, const char *name)
+{
+    return by(json_object_get(b, "clusters"), "name", name);
+}
+
+static json_t *cla(json_t *b, const char *name)
+{
+    return by(json_object_get(b, "endpoints"), "cluster_name", name);
+}
+
+/* Route names of a virtual host, joined with spaces. */
+static const char *route_names(json_t *b, const char *vh)
+{
+    static char buf[2048];
+    size_t i, n = 0;
+    json_t *r;
+
+    buf[0] = 0;
+    json_array_foreach(json_object_get(vhost(b, vh), "routes"), i, r) n +=
+        (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", n ? " " : "",
+                         json_string_value(json_object_get(r, "name")));
+    return buf;
+}
+
+static const char *filter_names(json_t *b, const char *lname)
+{
+    static char buf[2048];
+    size_t i, n = 0;
+    json_t *f;
+
+    buf[0] = 0;
+    json_array_foreach(json_object_get(hcm(b, lname), "http_filters"), i, f) n +=
+        (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", n ? " " : "",
+                         json_string_value(json_object_get(f, "name")));
+    return buf;
+}
+
+/* actual equals the JSON text expected (key order does not matter). */
+static int json_is(json_t *actual, const char *expected, const char *file, int line)
+{
+    json_error_t e;
+    json_t *x = json_loads(expected, JSON_DECODE_ANY, &e);
+    int ok;
+
+    if (!x) {
+        fprintf(stderr, "%s:%d: bad expected JSON: %s\n", file, line, e.text);
+        return 0;
+    }
+    ok = actual && json_equal(actual, x);
+    if (!ok) {
+        char *a = actual ? json_dumps(actual, JSON_SORT_KEYS | JSON_ENCODE_ANY) : NULL;
+        char *w = json_dumps(x, JSON_SORT_KEYS | JSON_ENCODE_ANY);
+        fprintf(stderr, "%s:%d: JSON differs\n  expected: %s\n  got:      %s\n", file, line, w,
+                a ? a : "(null)");
+        free(a);
+        free(w);
+    }
+    json_decref(x);
+    return ok;
+}
+
+#define CHECK_JSON(actual, expected)                                                               \
+    do {                                                                                           \
+        if (!json_is((actual), (expected), __FILE__, __LINE__))                                    \
+            test_current_failed = 1;                                                               \
+    } while (0)
+
+static const char *jstr_at(json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+/* The fixture is loaded once; translations are per test. */
+static wf_config *mesh;
+
+#define REVIEWS "reviews.default.svc.cluster.local"
+#define RATINGS "ratings.default.svc.cluster.local"
+#define PAYMENTS "payments-api.production.svc.cluster.local"
+
+/* ---- tests ---------------------------------------------------------------------------------- */
+
+TEST(fixture_loads)
+{
+    CHECK(mesh != NULL);
+}
+
+TEST(domains_and_aliases)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    /* Only HTTP port: the port-less forms too; short name in the same namespace. */
+    CHECK_JSON(json_object_get(vhost(b, REVIEWS ":9080"), "domains"),
+               "[\"" REVIEWS ":9080\", \"reviews:9080\", \"reviews.default:9080\","
+               " \"reviews.default.svc:9080\", \"" REVIEWS "\", \"reviews\", \"reviews.default\","
+               " \"reviews.default.svc\"]");
+    /* Two HTTP ports (http-api by name, grpc by name): no port-less forms. */
+    CHECK_JSON(json_object_get(vhost(b, RATINGS ":8080"), "domains"),
+               "[\"" RATINGS ":8080\", \"ratings:8080\", \"ratings.default:8080\","
+               " \"ratings.default.svc:8080\"]");
+    CHECK(vhost(b, RATINGS ":9090") != NULL);
+    CHECK(vhost(b, RATINGS ":7000") == NULL); /* tcp: cluster only */
+    CHECK(cluster(b, "outbound|7000||" RATINGS) != NULL);
+    /* Port 80, an external host and its VIP. */
+    CHECK_JSON(json_object_get(vhost(b, "api.example.com:80"), "domains"),
+               "[\"api.example.com:80\", \"240.0.0.10:80\", \"api.example.com\", \"240.0.0.10\"]");
+    /* Another namespace: no short name. */
+    CHECK_JSON(json_object_get(vhost(b, PAYMENTS ":8080"), "domains"),
+               "[\"" PAYMENTS ":8080\", \"payments-api.production:8080\","
+               " \"payments-api.production.svc:8080\", \"" PAYMENTS "\","
+               " \"payments-api.production\", \"payments-api.production.svc\"]");
+    CHECK_JSON(json_object_get(vhost(b, "*.wild.example.com:80"), "domains"),
+               "[\"*.wild.example.com:80\", \"*.wild.example.com\"]");
+    /* exportTo "." in production. */
+    CHECK(vhost(b, "secret.production.svc.cluster.local:8080") == NULL);
+    CHECK(cluster(b, "outbound|8080||secret.production.svc.cluster.local") == NULL);
+    json_decref(b);
+
+    b = run(mesh, "production", NULL, 0);
+    CHECK(json_array_size(json_object_get(vhost(b, PAYMENTS ":8080"), "domains")) == 8);
+    CHECK_STR(json_string_value(
+                  json_array_get(json_object_get(vhost(b, PAYMENTS ":8080"), "domains"), 1)),
+              "payments-api:8080");
+    CHECK(vhost(b, "secret.production.svc.cluster.local:8080") != NULL);
+    json_decref(b);
+}
+
+TEST(route_order_and_names)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    CHECK_STR(route_names(b, REVIEWS ":9080"),
+              "default/reviews.0 default/reviews.1 default/reviews.2.0 default/reviews.2.1 split");
+    CHECK_JSON(json_object_get(route(b, REVIEWS ":9080", "default/reviews.2.0"), "match"),
+               "{\"prefix\": \"/api\", \"case_sensitive\": false}");
+    CHECK_JSON(json_object_get(route(b, REVIEWS ":9080", "default/reviews.2.1"), "match"),
+               "{\"safe_regex\": {\"regex\": \"/v[0-9]+/.*\"}}");
+    json_decref(b);
+}
+
+TEST(split_90_10_between_subsets)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+    json_t *r = route(b, REVIEWS ":9080", "split");
+
+    CHECK_JSON(json_object_get(r, "match"), "{\"prefix\": \"/\"}");
+    CHECK_JSON(json_object_get(r, "route"),
+               "{\"weighted_clusters\": {\"clusters\": ["
+               "{\"name\": \"outbound|9080|v1|" REVIEWS "\", \"weight\": 90},"
+               "{\"name\": \"outbound|9080|v2|" REVIEWS "\", \"weight\": 10}],"
+               " \"total_weight\": 100}}");
+    CHECK_JSON(
+        json_object_get(r, "typed_per_filter_config"),
+        "{\"fault\": {\"delay\": {\"fixedDelay\": \"2s\", \"percentage\": {\"value\": 50.0}},"
+        "            \"abort\": {\"httpStatus\": 503, \"percentage\": {\"value\": 10.0}}},"
+        " \"retry\": {\"attempts\": 3, \"perTryTimeout\": \"0.5s\","
+        "            \"retryOn\": \"5xx,connect-failure\"},"
+        " \"router\": {\"timeout\": \"1.5s\","
+        "             \"headers\": {\"request\": {\"set\": {\"x-split\": \"yes\"},"
+        "                                         \"remove\": [\"x-internal\"]}}}}");
+    json_decref(b);
+}
+
+TEST(header_match_to_canary)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+    json_t *r = route(b, REVIEWS ":9080", "default/reviews.0");
+
+    CHECK_JSON(json_object_get(r, "match"),
+               "{\"prefix\": \"/\", \"headers\": [{\"name\": \"end-user\","
+               " \"string_match\": {\"exact\": \"jason\"}}]}");
+    CHECK_JSON(json_object_get(r, "route"), "{\"cluster\": \"outbound|9080|v3|" REVIEWS "\"}");
+    CHECK(json_object_get(r, "typed_per_filter_config") == NULL);
+    json_decref(b);
+}
+
+TEST(source_labels_namespace_gateways_drop)
+{
+    const char *const details[] = {"app", "details", NULL};
+    json_t *b = run(mesh, "default", details, 0);
+
+    CHECK_STR(route_names(b, REVIEWS ":9080"),
+              "default/reviews.0 default/reviews.2.0 default/reviews.2.1 split");
+    /* sourceNamespace other and gateways [my-gateway] are gone. */
+    CHECK_STR(route_names(b, RATINGS ":8080"), "default/ratings.1 default/ratings.4");
+    json_decref(b);
+
+    b = run(mesh, "other", details, 0);
+    CHECK_STR(route_names(b, RATINGS ":8080"),
+              "default/ratings.1 default/ratings.2 default/ratings.4");
+    json_decref(b);
+}
+
+TEST(port_match_and_destination_ports)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    CHECK_STR(route_names(b, RATINGS ":9090"),
+              "default/ratings.0 default/ratings.1 default/ratings.4");
+    CHECK_STR(route_names(b, RATINGS ":8080"), "default/ratings.1 default/ratings.4");
+    /* No destination port, several service ports: the virtual host's. */
+    CHECK_JSON(json_object_get(route(b, RATINGS ":9090", "default/ratings.0"), "route"),
+               "{\"cluster\": \"outbound|9090||" RATINGS "\"}");
+    /* The destination service has one port. */
+    CHECK_JSON(json_object_get(route(b, RATINGS ":8080", "default/ratings.1"), "route"),
+               "{\"cluster\": \"outbound|9080||" REVIEWS "\"}");
+    /* An explicit port wins in every virtual host. */
+    CHECK_JSON(json_object_get(route(b, RATINGS ":9090", "default/ratings.4"), "route"),
+               "{\"cluster\": \"outbound|8080|v1|" RATINGS "\"}");
+    json_decref(b);
+}
+
+TEST(every_request_match)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    CHECK_JSON(json_object_get(route(b, RATINGS ":8080", "default/ratings.1"), "match"),
+               "{\"path\": \"/rate\","
+               " \"headers\": ["
+               "  {\"name\": \":method\", \"string_match\": {\"exact\": \"POST\"}},"
+               "  {\"name\": \":authority\", \"string_match\": {\"prefix\": \"ratings\"}},"
+               "  {\"name\": \":scheme\", \"string_match\": {\"exact\": \"http\"}},"
+               "  {\"name\": \"x-present\", \"present_match\": true},"
+               "  {\"name\": \"x-version\", \"string_match\": {\"prefix\": \"v2\"}},"
+               "  {\"name\": \"x-re\", \"string_match\": {\"safe_regex\": {\"regex\": \"a+b\"}}},"
+               "  {\"name\": \"x-debug\", \"present_match\": true, \"invert_match\": true},"
+               "  {\"name\": \"x-mode\", \"string_match\": {\"exact\": \"test\"},"
+               "   \"invert_match\": true}],"
+               " \"query_parameters\": [{\"name\": \"q\", \"string_match\": {\"exact\": \"1\"}}]}");
+    json_decref(b);
+}
+
+TEST(virtual_service_selection)
+{
+    json_t *b = run(mesh, "default", productpage, 0), *r;
+
+    /* The gateway-only VirtualService is ignored; the mesh-bound wildcard applies. */
+    CHECK_STR(route_names(b, "api.example.com:80"), "default/all-example.0 default/all-example.1");
+    r = route(b, "api.example.com:80", "default/all-example.0");
+    CHECK_JSON(json_object_get(r, "match"), "{\"prefix\": \"/old\"}");
+    CHECK(json_object_get(r, "route") == NULL);
+    CHECK_JSON(json_object_get(r, "typed_per_filter_config"),
+               "{\"router\": {\"redirect\": {\"uri\": \"/new\", \"authority\": \"api.example.com\","
+               " \"redirectCode\": 301}}}");
+    CHECK_JSON(json_object_get(route(b, "api.example.com:80", "default/all-example.1"),
+                               "typed_per_filter_config"),
+               "{\"router\": {\"directResponse\": {\"status\": 418,"
+               " \"body\": {\"string\": \"teapot\"}}}}");
+    /* An exact host beats a wildcard. */
+    CHECK_STR(route_names(b, "*.wild.example.com:80"), "default/wild.0");
+    CHECK_JSON(json_object_get(route(b, "*.wild.example.com:80", "default/wild.0"), "route"),
+               "{\"cluster\": \"outbound|80||*.wild.example.com\"}");
+    /* exportTo ".": a default proxy gets the default route. */
+    CHECK_JSON(json_object_get(vhost(b, PAYMENTS ":8080"), "routes"),
+               "[{\"name\": \"default\", \"match\": {\"prefix\": \"/\"},"
+               "  \"route\": {\"cluster\": \"outbound|8080||" PAYMENTS "\"}}]");
+    json_decref(b);
+
+    b = run(mesh, "production", NULL, 0);
+    CHECK_STR(route_names(b, PAYMENTS ":8080"), "production/payments-api.0");
+    CHECK_JSON(json_object_get(route(b, PAYMENTS ":8080", "production/payments-api.0"), "route"),
+               "{\"cluster\": \"outbound|8080||" PAYMENTS "\"}");
+    json_decref(b);
+}
+
+/* The lb_endpoints of a cluster's assignment (one locality). */
+static json_t *lbes(json_t *b, const char *cluster_name)
+{
+    json_t *loc = json_array_get(json_object_get(cla(b, cluster_name), "endpoints"), 0);
+
+    return json_object_get(loc, "lb_endpoints");
+}
+
+/* "ip:port" of lb endpoint i of a cluster. */
+static const char *ep_at(json_t *b, const char *cluster_name, size_t i)
+{
+    static char buf[128];
+    json_t *e = json_array_get(lbes(b, cluster_name), i);
+    json_t *sa = json_object_get(json_object_get(json_object_get(e, "endpoint"), "address"),
+                                 "socket_address");
+
+    snprintf(buf, sizeof(buf), "%s:%lld", jstr_at(sa, "address") ? jstr_at(sa, "address") : "-",
+             (long long)json_integer_value(json_object_get(sa, "port_value")));
+    return buf;
+}
+
+TEST(subset_endpoints_and_workload_entry_ports)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    CHECK_JSON(cla(b, "outbound|9080|v1|" REVIEWS),
+               "{\"cluster_name\": \"outbound|9080|v1|" REVIEWS "\","
+               " \"endpoints\": [{\"locality\": {}, \"load_balancing_weight\": 1,"
+               "  \"lb_endpoints\": [{\"endpoint\": {\"address\": {\"socket_address\":"
+               "     {\"address\": \"127.0.0.11\", \"port_value\": 19081}}},"
+               "    \"health_status\": \"HEALTHY\", \"load_balancing_weight\": 1,"
+               "    \"metadata\": {\"filter_metadata\": {\"istio\": {"
+               "       \"labels\": {\"app\": \"reviews\", \"version\": \"v1\"},"
+               "       \"service_account\": \"reviews\"}}}}]}]}");
+    /* No port map: the targetPort; the WorkloadEntry's weight. */
+    CHECK_STR(ep_at(b, "outbound|9080|v2|" REVIEWS, 0), "127.0.0.12:19080");
+    CHECK_INT(
+        json_integer_value(json_object_get(json_array_get(lbes(b, "outbound|9080|v2|" REVIEWS), 0),
+                                           "load_balancing_weight")),
+        3);
+    /* localhost is 127.0.0.1; the port map. */
+    CHECK_STR(ep_at(b, "outbound|9080|v3|" REVIEWS, 0), "127.0.0.1:19083");
+    /* The service cluster has all three, not the WorkloadEntry of another namespace. */
+    CHECK_INT(json_array_size(lbes(b, "outbound|9080||" REVIEWS)), 3);
+    CHECK_STR(ep_at(b, "outbound|9080||" REVIEWS, 0), "127.0.0.11:19081");
+    CHECK_STR(ep_at(b, "outbound|9080||" REVIEWS, 1), "127.0.0.12:19080");
+    CHECK_STR(ep_at(b, "outbound|9080||" REVIEWS, 2), "127.0.0.1:19083");
+    /* Inline endpoints: port map, targetPort, port number; subsets by label. */
+    CHECK_JSON(lbes(b, "outbound|8080||" RATINGS),
+               "[{\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.21\","
+               "   \"port_value\": 18080}}}, \"health_status\": \"HEALTHY\","
+               "  \"load_balancing_weight\": 1, \"metadata\": {\"filter_metadata\":"
+               "  {\"istio\": {\"labels\": {\"version\": \"v1\"}}}}},"
+               " {\"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.22\","
+               "   \"port_value\": 28080}}}, \"health_status\": \"HEALTHY\","
+               "  \"load_balancing_weight\": 1, \"metadata\": {\"filter_metadata\":"
+               "  {\"istio\": {\"labels\": {\"version\": \"v2\"}}}}}]");
+    CHECK_INT(json_array_size(lbes(b, "outbound|7000|v2|" RATINGS)), 1);
+    CHECK_STR(ep_at(b, "outbound|7000|v2|" RATINGS, 0), "127.0.0.22:7000");
+    CHECK_STR(ep_at(b, "outbound|9090|v1|" RATINGS, 0), "127.0.0.21:9090");
+    /* A subset nothing carries: an empty assignment. */
+    CHECK_JSON(cla(b, "outbound|9090|v3|" RATINGS),
+               "{\"cluster_name\": \"outbound|9090|v3|" RATINGS "\", \"endpoints\": []}");
+    /* DNS resolution with a localhost endpoint (never looked up) and a port map. */
+    CHECK_STR(ep_at(b, "outbound|80||api.example.com", 0), "127.0.0.1:18000");
+    /* Resolution NONE, no endpoints. */
+    CHECK_JSON(json_object_get(cla(b, "outbound|80||*.wild.example.com"), "endpoints"), "[]");
+    json_decref(b);
+}
+
+static void check_lb(json_t *b, const char *name, const char *lb, const char *timeout)
+{
+    json_t *c = cluster(b, name);
+
+    if (!c) {
+        fprintf(stderr, "no cluster %s\n", name);
+        test_current_failed = 1;
+        return;
+    }
+    if (strcmp(jstr_at(c, "lb_policy"), lb) != 0 ||
+        strcmp(jstr_at(c, "connect_timeout"), timeout) != 0) {
+        fprintf(stderr, "cluster %s: expected %s/%s, got %s/%s\n", name, lb, timeout,
+                jstr_at(c, "lb_policy"), jstr_at(c, "connect_timeout"));
+        test_current_failed = 1;
+    }
+}
+
+TEST(lb_policy_precedence)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    /* LEAST_CONN -> LEAST_REQUEST; a subset's own policy; the rule's connect timeout. */
+    check_lb(b, "outbound|9080||" REVIEWS, "LEAST_REQUEST", "2.5s");
+    check_lb(b, "outbound|9080|v1|" REVIEWS, "LEAST_REQUEST", "2.5s");
+    check_lb(b, "outbound|9080|v2|" REVIEWS, "RANDOM", "2.5s");
+    /* Rule, then the rule's port level for 9090. */
+    check_lb(b, "outbound|8080||" RATINGS, "RANDOM", "10s");
+    check_lb(b, "outbound|9090||" RATINGS, "LEAST_REQUEST", "10s");
+    check_lb(b, "outbound|7000||" RATINGS, "RANDOM", "10s");
+    check_lb(b, "outbound|9090|v1|" RATINGS, "LEAST_REQUEST", "10s");
+    /* A subset's loadBalancer overrides the rule's port level too (Istio's merge). */
+    check_lb(b, "outbound|8080|v2|" RATINGS, "ROUND_ROBIN", "10s");
+    check_lb(b, "outbound|9090|v2|" RATINGS, "ROUND_ROBIN", "10s");
+    /* The subset's port level replaces wholesale: its own timeout, default balancer. */
+    check_lb(b, "outbound|7000|v2|" RATINGS, "ROUND_ROBIN", "1s");
+    /* consistentHash: ROUND_ROBIN with a note. */
+    check_lb(b, "outbound|8080|v3|" RATINGS, "ROUND_ROBIN", "10s");
+    CHECK(
+        json_string_value(json_object_get(
+            json_object_get(json_object_get(json_object_get(cluster(b, "outbound|8080|v3|" RATINGS),
+                                                            "metadata"),
+                                            "filter_metadata"),
+                            "istio"),
+            "lb_note")) != NULL);
+    /* Root namespace wildcard rules: the more specific host wins. */
+    check_lb(b, "outbound|80||api.example.com", "RANDOM", "10s");
+    check_lb(b, "outbound|80||*.wild.example.com", "LEAST_REQUEST", "10s");
+    /* Namespace precedence: the proxy's namespace, then the service's. */
+    check_lb(b, "outbound|8080||" PAYMENTS, "LEAST_REQUEST", "10s");
+    json_decref(b);
+    b = run(mesh, "other", productpage, 0);
+    check_lb(b, "outbound|8080||" PAYMENTS, "RANDOM", "10s");
+    json_decref(b);
+    b = run(mesh, "production", productpage, 0);
+    check_lb(b, "outbound|8080||" PAYMENTS, "RANDOM", "10s");
+    json_decref(b);
+}
+
+TEST(cluster_shape)
+{
+    json_t *b = run(mesh, "default", productpage, 0);
+
+    CHECK_JSON(cluster(b, "outbound|9080|v1|" REVIEWS),
+               "{\"name\": \"outbound|9080|v1|" REVIEWS "\", \"type\": \"EDS\","
+               " \"eds_cluster_config\": {\"service_name\": \"outbound|9080|v1|" REVIEWS "\"},"
+               " \"lb_policy\": \"LEAST_REQUEST\", \"connect_timeout\": \"2.5s\","
+               " \"metadata\": {\"filter_metadata\": {\"istio\": {"
+               "   \"services\": [{\"host\": \"" REVIEWS "\", \"name\": \"reviews\","
+               "                   \"namespace\": \"default\"}],"
+               "   \"subset\": \"v1\","
+               "   \"config\": \"/apis/networking.istio.io/v1/namespaces/default/destination-rule/"
+               "reviews\"}}}}");
+    /* grpc: HTTP/2 upstream. */
+    CHECK(json_object_get(cluster(b, "outbound|9090||" RATINGS), "http2_protocol_options") != NULL);
+    CHECK(json_object_get(cluster(b, "outbound|8080||" RATINGS), "http2_protocol_options") == NULL);
+    /* Every cluster has its assignment, in the same order. */
+    CHECK_INT(json_array_size(json_object_get(b, "clusters")),
+              json_array_size(json_object_get(b, "endpoints")));
+    json_decref(b);
+}
+
+TEST(plugin_placement)
+{
+    json_t *b = run(mesh, "default", productpage, 0), *f;
+    const char *const reviews[] = {"app", "reviews", NULL};
+
+    CHECK_STR(filter_names(b, "virtualOutbound"),
+              "istio-system.stats-x metrics tracing default.authn-b default.authn-a "
+              "default.authz-z authz fault default.plain router");
+    f = by(json_object_get(hcm(b, "virtualOutbound"), "http_filters"), "name", "default.authn-a");
+    CHECK_JSON(f, "{\"name\": \"default.authn-a\", \"typed_config\": {"
+                  " \"@type\": \"type.googleapis.com/xds.type.v3.TypedStruct\","
+                  " \"type_url\": \"weft.io/module/example\","
+                  " \"value\": {\"header\": \"x-a\", \"value\": \"1\"}}}");
+    f = by(json_object_get(hcm(b, "virtualOutbound"), "http_filters"), "name", "router");
+    CHECK_JSON(f, "{\"name\": \"router\", \"typed_config\": {"
+                  " \"@type\": \"type.googleapis.com/xds.type.v3.TypedStruct\","
+                  " \"type_url\": \"weft.io/module/router\", \"value\": {}}}");
+    f = by(json_object_get(hcm(b, "virtualOutbound"), "http_filters"), "name",
+           "istio-system.stats-x");
+    CHECK_STR(jstr_at(json_object_get(f, "typed_config"), "type_url"),
+              "weft.io/module//opt/plugins/stats.so");
+    CHECK_JSON(json_object_get(json_object_get(f, "typed_config"), "value"),
+               "{\"buckets\": [1, 5, 10]}");
+    json_decref(b);
+
+    b = run(mesh, "default", reviews, 0);
+    CHECK_STR(filter_names(b, "virtualOutbound"),
+              "istio-system.stats-x metrics tracing default.authn-b default.authz-z authz fault "
+              "default.not-me default.plain router");
+    json_decref(b);
+
+    /* Another namespace: root namespace plugins only. */
+    b = run(mesh, "other", productpage, 0);
+    CHECK_STR(filter_names(b, "virtualOutbound"),
+              "istio-system.stats-x metrics tracing authz fault other.ignored router");
+    json_decref(b);
+}
+
+TEST(plugin_placement_missing_anchors)
+{
+    wf_config *c = load("chain2");
+    json_t *b = run(c, "s", NULL, 8080);
+
+    CHECK(c != NULL);
+    CHECK_STR(filter_names(b, "virtualOutbound"),
+              "s.authn-p authn s.authz-p s.stats-p s.late-hi s.late-lo router");
+    CHECK_STR(filter_names(b, "virtualInbound"),
+              "s.authn-p authn s.authz-p s.stats-p s.late-hi s.late-lo router");
+    /* https by name: a cluster, no virtual host; port 80 and the only HTTP port. */
+    CHECK(cluster(b, "outbound|8443||web.s.svc.cluster.local") != NULL);
+    CHECK(vhost(b, "web.s.svc.cluster.local:8443") == NULL);
+    CHECK_JSON(json_object_get(vhost(b, "web.s.svc.cluster.local:80"), "domains"),
+               "[\"web.s.svc.cluster.local:80\", \"web:80\", \"web.s:80\", \"web.s.svc:80\","
+               " \"web.s.svc.cluster.local\", \"web\", \"web.s\", \"web.s.svc\"]");
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(inbound_listener)
+{
+    json_t *b = run(mesh, "default", productpage, 8000), *l;
+
+    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 2);
+    l = listener(b, "virtualInbound");
+    CHECK_JSON(json_object_get(l, "address"),
+               "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 15006}}");
+    CHECK_STR(jstr_at(l, "traffic_direction"), "INBOUND");
+    CHECK_STR(jstr_at(hcm(b, "virtualInbound"), "stat_prefix"), "inbound_127.0.0.1_15006");
+    CHECK_JSON(
+        json_object_get(hcm(b, "virtualInbound"), "route_config"),
+        "{\"name\": \"inbound\", \"virtual_hosts\": [{\"name\": \"inbound|http|8000\","
+        " \"domains\": [\"*\"], \"routes\": [{\"name\": \"default\","
+        " \"match\": {\"prefix\": \"/\"}, \"route\": {\"cluster\": \"inbound|8000||\"}}]}]}");
+    CHECK_STR(filter_names(b, "virtualInbound"), filter_names(b, "virtualOutbound"));
+    CHECK_STR(jstr_at(cluster(b, "inbound|8000||"), "type"), "STATIC");
+    CHECK_JSON(cla(b, "inbound|8000||"),
+               "{\"cluster_name\": \"inbound|8000||\", \"endpoints\": [{\"locality\": {},"
+               " \"load_balancing_weight\": 1, \"lb_endpoints\": [{\"endpoint\": {\"address\":"
+               " {\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 8000}}},"
+               " \"health_status\": \"HEALTHY\", \"load_balancing_weight\": 1}]}]}");
+    /* Envoy's STATIC form carries the same assignment inline. */
+    CHECK(json_equal(json_object_get(cluster(b, "inbound|8000||"), "load_assignment"),
+                     cla(b, "inbound|8000||")));
+    json_decref(b);
+
+    b = run(mesh, "default", productpage, 0);
+    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 1);
+    CHECK(listener(b, "virtualInbound") == NULL);
+    CHECK(cluster(b, "inbound|0||") == NULL);
+    json_decref(b);
+}
+
+TEST(outbound_listener)
+{
+    json_t *b = run(mesh, "default", productpage, 0), *l = listener(b, "virtualOutbound");
+
+    CHECK_JSON(json_object_get(l, "address"),
+               "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 15001}}");
+    CHECK_STR(jstr_at(l, "traffic_direction"), "OUTBOUND");
+    CHECK_STR(jstr_at(json_array_get(
+                          json_object_get(json_array_get(json_object_get(l, "filter_chains"), 0),
+                                          "filters"),
+                          0),
+                      "name"),
+              "envoy.filters.network.http_connection_manager");
+    CHECK_STR(jstr_at(hcm(b, "virtualOutbound"), "stat_prefix"), "outbound_127.0.0.1_15001");
+    CHECK_STR(jstr_at(json_object_get(hcm(b, "virtualOutbound"), "route_config"), "name"),
+              "outbound");
+    json_decref(b);
+}
+
+TEST(deterministic_output)
+{
+    json_t *a = run(mesh, "default", productpage, 8000),
+           *b = run(mesh, "default", productpage, 8000);
+    const char *const other[] = {"app", "details", NULL};
+    json_t *c = run(mesh, "default", other, 8000);
+    char *sa = json_dumps(a, 0), *sb = json_dumps(b, 0);
+
+    CHECK(sa && sb && strcmp(sa, sb) == 0);
+    CHECK_INT(strlen(jstr_at(a, "version_info")), 16);
+    CHECK_STR(jstr_at(a, "version_info"), jstr_at(b, "version_info"));
+    /* Another workload with another route table: another version. */
+    CHECK(strcmp(jstr_at(a, "version_info"), jstr_at(c, "version_info")) != 0);
+    free(sa);
+    free(sb);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+}
+
+TEST(bad_proxy_info)
+{
+    char err[256];
+    wf_proxy_info p = {.role = "proxy"};
+
+    CHECK(wf_translate(mesh, &p, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "namespace") != NULL);
+    p.namespace_ = "default";
+    p.role = "gateway";
+    CHECK(wf_translate(mesh, &p, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "gateway") != NULL);
+    p.role = NULL;
+    p.app_port = 70000;
+    CHECK(wf_translate(mesh, &p, err, sizeof(err)) == NULL);
+    CHECK(wf_translate(NULL, &p, err, sizeof(err)) == NULL);
+    /* Defaults for unset addresses and ports. */
+    p.app_port = 0;
+    json_t *b = wf_translate(mesh, &p, err, sizeof(err));
+    CHECK_JSON(json_object_get(listener(b, "virtualOutbound"), "address"),
+               "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 15001}}");
+    json_decref(b);
+}
+
+/* A failure half way (here a host that is not UTF-8, which the loader
+ * never produces) returns NULL with a reason and frees everything: the
+ * sanitizer build checks the "everything". */
+TEST(failure_midway_frees_everything)
+{
+    char host[] = "bad\xff.example.com", *hosts[] = {host}, *chain[] = {"router"};
+    wf_port port = {.number = 80, .name = "http"};
+    wf_service_entry se = {.meta = {.name = "bad", .namespace_ = "default"},
+                           .hosts = hosts,
+                           .n_hosts = 1,
+                           .ports = &port,
+                           .n_ports = 1,
+                           .resolution = WF_SE_RESOLUTION_STATIC};
+    wf_config c;
+    wf_proxy_info p = {.namespace_ = "default", .app_port = 8000};
+    char err[256];
+
+    memset(&c, 0, sizeof(c));
+    c.service_entries = &se;
+    c.n_service_entries = 1;
+    c.mesh.filter_chain = chain;
+    c.mesh.n_filter_chain = 1;
+    CHECK(wf_translate(&c, &p, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "UTF-8") != NULL);
+    /* The same hand-made config without the bad byte translates. */
+    host[3] = 'x';
+    json_t *b = wf_translate(&c, &p, err, sizeof(err));
+    CHECK(cluster(b, "outbound|80||badx.example.com") != NULL);
+    CHECK_STR(filter_names(b, "virtualOutbound"), "router");
+    json_decref(b);
+}
+
+int main(void)
+{
+    mesh = load("mesh");
+    RUN(fixture_loads);
+    if (mesh) {
+        RUN(domains_and_aliases);
+        RUN(route_order_and_names);
+        RUN(split_90_10_between_subsets);
+        RUN(header_match_to_canary);
+        RUN(source_labels_namespace_gateways_drop);
+        RUN(port_match_and_destination_ports);
+        RUN(every_request_match);
+        RUN(virtual_service_selection);
+        RUN(subset_endpoints_and_workload_entry_ports);
+        RUN(lb_policy_precedence);
+        RUN(cluster_shape);
+        RUN(plugin_placement);
+        RUN(inbound_listener);
+        RUN(outbound_listener);
+        RUN(deterministic_output);
+        RUN(bad_proxy_info);
+    }
+    RUN(plugin_placement_missing_anchors);
+    RUN(failure_midway_frees_everything);
+    if (mesh)
+        wf_config_free(mesh);
+    return TEST_SUMMARY();
+}
