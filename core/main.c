@@ -31,6 +31,7 @@ static void help(void)
            "usage:\n"
            "  weft --role=ROLE [flags]     run a role\n"
            "  weft validate PATH...        check Istio/weft YAML config (files or directories)\n"
+           "  weft proxy-status [--istiod ADDR]  every proxy connected to istiod and its xDS sync state\n"
            "  weft --version | --help\n\n"
            "roles:\n",
            WF_VERSION);
@@ -58,6 +59,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(argv[1], "validate") == 0)
         return wf_tool_validate(argc - 1, argv + 1);
+    if (strcmp(argv[1], "proxy-status") == 0)
+        return wf_tool_proxy_status(argc - 1, argv + 1);
 
     /* The role may be anywhere among the flags; it is taken out of argv. */
     for (int i = 1; i < argc; i++) {

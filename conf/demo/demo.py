@@ -1,19 +1,23 @@
 #!/usr/bin/python3
-"""weft's demo: a small mesh in static mode on loopback.
+"""weft's demo: a small mesh in xDS mode on loopback.
 
     /usr/bin/python3 conf/demo/demo.py --weft build/weft [--once]
 
-Starts a backend and a weft proxy for each of reviews v1/v2/v3 and
-details v1 (the proxy's inbound listener forwards to the backend), plus a
-client-side proxy for productpage, all on free 127.0.0.1 ports, with the
-config in conf/demo/*.yaml.  Then it sends traffic through productpage's
-proxy and prints which subset served what: the 90/10 split, the
-`end-user: jason` canary, a service without VirtualService, and an unknown
-host.  It keeps the mesh running until Ctrl-C or SIGTERM (with --once it
-stops right away) and stops every child cleanly.
+Starts istiod on a copy of conf/demo/*.yaml, then a backend and a proxy
+in xDS mode for each of reviews v1/v2/v3 and details v1 (each proxy
+registers its workload with `--service NAME:9080`; its inbound listener
+forwards to the backend), plus a client-side proxy for productpage, all on
+free 127.0.0.1 ports.  Then it sends traffic through productpage's proxy
+and prints which subset served what: the 90/10 split; the split again
+after it edits the VirtualService file to 50/50 (waiting for the proxies
+to apply the new version, not for a fixed time); the `end-user: jason`
+canary; a service without VirtualService; an unknown host.  It keeps the
+mesh running until Ctrl-C or SIGTERM (with --once it stops right away)
+and stops every child cleanly.
 """
 import argparse
 import http.client
+import json
 import os
 import pathlib
 import re
@@ -30,7 +34,7 @@ from collections import Counter
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BACKEND_PY = REPO / "tests" / "integration" / "backend.py"
-DEADLINE = 20.0  # seconds for anything to come up
+DEADLINE = 20.0  # seconds for anything to come up or converge
 
 # workload -> (app, version, has a backend)
 WORKLOADS = [
@@ -40,6 +44,7 @@ WORKLOADS = [
     ("reviews-v3", "reviews", "v3", True),
     ("details-v1", "details", "v1", True),
 ]
+SERVICE_PORT = 9080
 
 
 class Stop(Exception):
@@ -83,28 +88,72 @@ def child_env():
             if k.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")}
 
 
+def http_get(port, path, timeout=2):
+    """(status, body bytes) of GET 127.0.0.1:port/path."""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request("GET", path)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def poll(pred, what, timeout=DEADLINE, interval=0.05):
+    """Calls pred() until it returns a true value (returned) or raises
+    RuntimeError naming what after timeout.  OSError counts as not yet."""
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            v = pred()
+        except OSError:
+            v = None
+        if v:
+            return v
+        if time.monotonic() > end:
+            raise RuntimeError("gave up after %.0fs waiting for %s" % (timeout, what))
+        time.sleep(interval)
+
+
 class Mesh:
     def __init__(self, weft, workdir, style):
         self.weft = weft
         self.dir = workdir
         self.s = style
+        self.config = workdir / "config"
+        self.istiod = {}    # proc, xds, mon, stderr path
         self.backends = {}  # name -> (Popen, port)
         self.proxies = {}   # name -> dict(proc, out, inb, admin, stderr path)
 
     # --- start --------------------------------------------------------
 
     def start(self):
+        self.config.mkdir()
+        for f in sorted(HERE.glob("*.yaml")):
+            shutil.copy(f, self.config / f.name)
+        self._start_istiod()
         for name, app, version, has_app in WORKLOADS:
             if has_app:
                 self.backends[name] = self._start_backend(name)
         ports = iter(free_ports(3 * len(WORKLOADS)))
         for name, app, version, has_app in WORKLOADS:
             self.proxies[name] = {"out": next(ports), "inb": next(ports), "admin": next(ports)}
-        config = self._render_config()
         for name, app, version, has_app in WORKLOADS:
-            self._start_proxy(name, app, version, config)
+            self._start_proxy(name, app, version)
         for name, p in self.proxies.items():
-            self._wait_ready(name, p)
+            self._wait_ready(name, p["proc"], p["admin"], "the proxy of " + name)
+        self._wait_converged()
+
+    def _start_istiod(self):
+        xds, mon = free_ports(2)
+        d = self.istiod
+        d.update(xds=xds, mon=mon, stderr=self.dir / "istiod.stderr")
+        args = [self.weft, "--role=istiod", "--config-dir", str(self.config),
+                "--xds-listen", "127.0.0.1:%d" % xds, "--monitoring", "127.0.0.1:%d" % mon]
+        with open(d["stderr"], "wb") as err:
+            d["proc"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
+                                         env=child_env(), start_new_session=True)
+        self._wait_ready("istiod", d["proc"], mon, "istiod")
 
     def _start_backend(self, name):
         proc = subprocess.Popen([sys.executable, str(BACKEND_PY), "--port", "0", "--name", name],
@@ -120,57 +169,103 @@ class Mesh:
             line += c
         return proc, int(line.split()[1])
 
-    def _render_config(self):
-        """Copies conf/demo/*.yaml, giving each marked port its real value."""
-        cdir = self.dir / "config"
-        cdir.mkdir()
-        mark = re.compile(r"^(\s*\w[\w-]*:\s*)\d+(\s*#\s*demo\.py:\s*(\S+)\s+inbound.*)$", re.M)
-
-        def sub(m):
-            return "%s%d%s" % (m.group(1), self.proxies[m.group(3)]["inb"], m.group(2))
-
-        for f in sorted(HERE.glob("*.yaml")):
-            (cdir / f.name).write_text(mark.sub(sub, f.read_text()))
-        return cdir
-
-    def _start_proxy(self, name, app, version, config):
+    def _start_proxy(self, name, app, version):
         p = self.proxies[name]
         p["stderr"] = self.dir / ("%s.stderr" % name)
-        args = [self.weft, "--role=proxy", "--config-dir", str(config),
-                "--namespace", "default", "--service-account", app,
+        args = [self.weft, "--role=proxy", "--xds", "127.0.0.1:%d" % self.istiod["xds"],
+                "--name", name, "--namespace", "default", "--service-account", app,
                 "--labels", "app=%s,version=%s" % (app, version),
                 "--outbound", "127.0.0.1:%d" % p["out"],
                 "--inbound", "127.0.0.1:%d" % p["inb"],
                 "--admin", "127.0.0.1:%d" % p["admin"], "--concurrency", "1"]
         if name in self.backends:
-            args += ["--app-port", str(self.backends[name][1])]
+            # registers the workload as an endpoint of its service, at the
+            # proxy's inbound address
+            args += ["--service", "%s:%d" % (app, SERVICE_PORT),
+                     "--app-port", str(self.backends[name][1])]
         with open(p["stderr"], "wb") as err:
             p["proc"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
                                          env=child_env(), start_new_session=True)
 
-    def _wait_ready(self, name, p):
-        end = time.monotonic() + DEADLINE
-        while time.monotonic() < end:
-            if p["proc"].poll() is not None:
-                raise RuntimeError("the proxy of %s exited with code %d:\n%s"
-                                   % (name, p["proc"].returncode, self.stderr_of(name)))
-            try:
-                c = http.client.HTTPConnection("127.0.0.1", p["admin"], timeout=2)
-                c.request("GET", "/ready")
-                ok = c.getresponse().status == 200
-                c.close()
-                if ok:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError("the proxy of %s was not ready after %.0fs:\n%s"
-                           % (name, DEADLINE, self.stderr_of(name)))
+    def _wait_ready(self, name, proc, port, what):
+        def ready():
+            if proc.poll() is not None:
+                raise RuntimeError("%s exited with code %d:\n%s"
+                                   % (what, proc.returncode, self.stderr_of(name)))
+            return http_get(port, "/ready")[0] == 200
+        try:
+            poll(ready, "%s to be ready" % what)
+        except RuntimeError as e:
+            if "exited" in str(e):
+                raise
+            raise RuntimeError("%s\n%s" % (e, self.stderr_of(name)))
+
+    def _wait_converged(self):
+        """Until productpage's proxy has every workload as an endpoint (the
+        workloads register in any order) and istiod sees every proxy in
+        sync."""
+        want = {}
+        for name, app, version, has_app in WORKLOADS:
+            if has_app:
+                cl = "outbound|%d||%s.default.svc.cluster.local" % (SERVICE_PORT, app)
+                want.setdefault(cl, set()).add("127.0.0.1:%d" % self.proxies[name]["inb"])
+
+        def converged():
+            have = endpoints(self.config_dump("productpage"))
+            return all(have.get(cl) == eps for cl, eps in want.items())
+        try:
+            poll(converged, "productpage's proxy to learn every workload")
+            poll(self.synced, "every proxy to ACK its config")
+        except RuntimeError as e:
+            raise RuntimeError("%s; istiod's /debug/syncz:\n%s" % (e, self.syncz_summary()))
+
+    def syncz_summary(self):
+        lines = []
+        for e in self.syncz() or []:
+            lines.append("    %s: %s" % (e.get("id"), ", ".join(
+                "%s sent %s acked %s%s" % (t, (e[t]["sent"] or "-")[:8], (e[t]["acked"] or "-")[:8],
+                                           " NACK %s" % e[t]["last_nack"] if e[t]["last_nack"]
+                                           else "")
+                for t in ("CDS", "EDS", "LDS"))))
+        return "\n".join(lines) or "    (no proxy)"
+
+    def syncz(self):
+        status, body = http_get(self.istiod["mon"], "/debug/syncz")
+        return json.loads(body) if status == 200 else None
+
+    def synced(self):
+        """True when istiod lists every proxy with each type ACKed."""
+        entries = self.syncz() or []
+        if len(entries) != len(self.proxies):
+            return False
+        return all(e[t]["sent"] and e[t]["sent"] == e[t]["acked"]
+                   for e in entries for t in ("LDS", "CDS", "EDS"))
+
+    def config_status(self):
+        return json.loads(http_get(self.istiod["mon"], "/debug/config_status")[1])
+
+    def config_dump(self, name):
+        status, body = http_get(self.proxies[name]["admin"], "/config_dump")
+        if status != 200:
+            raise RuntimeError("config_dump of %s answered %d" % (name, status))
+        return json.loads(body)
+
+    def version(self, name):
+        """The config version the proxy of name serves."""
+        return self.config_dump(name).get("version_info")
+
+    def proxy_status(self):
+        p = subprocess.run([self.weft, "proxy-status", "--istiod",
+                            "127.0.0.1:%d" % self.istiod["mon"]],
+                           capture_output=True, text=True, timeout=DEADLINE, env=child_env())
+        return p.returncode, (p.stdout if p.returncode == 0 else p.stderr)
 
     def stderr_of(self, name):
+        path = self.istiod.get("stderr") if name == "istiod" else \
+            self.proxies.get(name, {}).get("stderr")
         try:
-            text = self.proxies[name]["stderr"].read_text(errors="replace")
-        except (KeyError, OSError):
+            text = path.read_text(errors="replace") if path else ""
+        except OSError:
             return ""
         return "\n".join("    " + l for l in text.splitlines()[-20:])
 
@@ -180,27 +275,34 @@ class Mesh:
         """Names of children that exited on their own."""
         out = [n for n, p in self.proxies.items() if "proc" in p and p["proc"].poll() is not None]
         out += [n + " (backend)" for n, (proc, _) in self.backends.items() if proc.poll() is not None]
+        if "proc" in self.istiod and self.istiod["proc"].poll() is not None:
+            out.append("istiod")
         return out
 
     def stop(self):
-        """SIGTERM to every child, proxies first; returns a list of problems."""
+        """SIGTERM to every child, proxies first, then istiod, then the
+        backends; returns a list of problems."""
         problems = []
-        procs = [(n, p["proc"]) for n, p in self.proxies.items() if "proc" in p]
-        procs += [(n + " (backend)", proc) for n, (proc, _) in self.backends.items()]
-        for _, proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for name, proc in procs:
-            try:
-                rc = proc.wait(DEADLINE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                problems.append("%s did not stop within %.0fs; killed\n%s"
-                                % (name, DEADLINE, self.stderr_of(name)))
-                continue
-            if rc != 0 and not name.endswith("(backend)"):
-                problems.append("%s exited with code %d:\n%s" % (name, rc, self.stderr_of(name)))
+        groups = [[(n, p["proc"]) for n, p in self.proxies.items() if "proc" in p]]
+        if "proc" in self.istiod:
+            groups.append([("istiod", self.istiod["proc"])])
+        groups.append([(n + " (backend)", proc) for n, (proc, _) in self.backends.items()])
+        for group in groups:
+            for _, proc in group:
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGTERM)
+            for name, proc in group:
+                try:
+                    rc = proc.wait(DEADLINE)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+                    problems.append("%s did not stop within %.0fs; killed\n%s"
+                                    % (name, DEADLINE, self.stderr_of(name)))
+                    continue
+                if rc != 0 and not name.endswith("(backend)"):
+                    problems.append("%s exited with code %d:\n%s"
+                                    % (name, rc, self.stderr_of(name)))
         return problems
 
     # --- traffic ------------------------------------------------------
@@ -221,6 +323,18 @@ class Mesh:
         return r.status, {k.lower(): v for k, v in r.getheaders()}, body
 
 
+def endpoints(dump):
+    """{cluster name: {"ADDR:PORT", ...}} of a /config_dump."""
+    out = {}
+    for cla in dump.get("endpoints") or []:
+        eps = out.setdefault(cla.get("cluster_name"), set())
+        for loc in cla.get("endpoints") or []:
+            for lb in loc.get("lb_endpoints") or []:
+                sa = lb["endpoint"]["address"]["socket_address"]
+                eps.add("%s:%d" % (sa["address"], int(sa["port_value"])))
+    return out
+
+
 def bar(n, total, width=30):
     return "#" * (round(width * n / total) if total else 0)
 
@@ -234,6 +348,22 @@ def table(s, counts, total, subsets=("v1", "v2", "v3")):
     other = {k: v for k, v in counts.items() if k not in subsets}
     for k, v in sorted(other.items()):
         print("     %-8s %7d" % (k, v))
+
+
+def set_weights(path, w1, w2, tmpdir):
+    """Rewrites the weights of the `split` route's v1 and v2 destinations
+    in the VirtualService file at path (the demo's own copy), keeping the
+    rest of the file, comments included, as it is.  The new text is
+    written beside, in tmpdir, and renamed over the file: istiod sees one
+    change and never half a file."""
+    text = path.read_text()
+    pat = re.compile(r"(subset: v1\n\s*weight: )\d+(.*?subset: v2\n\s*weight: )\d+", re.S)
+    new, n = pat.subn(lambda m: "%s%d%s%d" % (m.group(1), w1, m.group(2), w2), text)
+    if n != 1:
+        raise RuntimeError("could not find the v1/v2 weights in %s" % path)
+    tmp = tmpdir / path.name
+    tmp.write_text(new)
+    os.replace(tmp, path)
 
 
 def run_traffic(mesh, s, n):
@@ -252,35 +382,64 @@ def run_traffic(mesh, s, n):
     pp = mesh.proxies["productpage"]
     conn = http.client.HTTPConnection("127.0.0.1", pp["out"], timeout=10)
 
+    def split(headers=None, count=n):
+        nonlocal with_header, sent
+        counts = Counter()
+        for _ in range(count):
+            status, hdrs, _ = mesh.request("reviews:9080", "/reviews/1", headers, conn=conn)
+            counts[subset_of(status, hdrs)] += 1
+            with_header += plugin_header in hdrs
+            sent += 1
+        return counts
+
+    def share(counts, sub):
+        return 100.0 * counts.get(sub, 0) / n
+
     print(s.bold("1. %d requests from productpage to http://reviews:9080/" % n))
     print(s.dim("   VirtualService reviews: 90% to subset v1, 10% to subset v2"))
-    counts = Counter()
-    for _ in range(n):
-        status, headers, _ = mesh.request("reviews:9080", "/reviews/1", conn=conn)
-        counts[subset_of(status, headers)] += 1
-        with_header += plugin_header in headers
-        sent += 1
+    counts = split()
     table(s, counts, n)
-    if counts["v1"] + counts["v2"] != n:
+    if counts["v1"] + counts["v2"] != n or not 75 <= share(counts, "v1") <= 100:
         wrong.append("the 90/10 split answered %s" % dict(counts))
     print()
 
+    vs = mesh.config / "reviews.yaml"
+    print(s.bold("2. edit %s: weights 90/10 -> 50/50" % vs.name))
+    old_status = mesh.config_status()
+    old = {name: mesh.version(name) for name in mesh.proxies}
+    t0 = time.monotonic()
+    set_weights(vs, 50, 50, mesh.dir)
+
+    def reloaded():
+        st = mesh.config_status()
+        return st if st.get("version") != old_status.get("version") or st.get("errors") else None
+    status = poll(reloaded, "istiod to reload %s" % vs.name)
+    if not status.get("ok", False):
+        raise RuntimeError("istiod refused the edit: %s" % "; ".join(status.get("errors", [])))
+    poll(lambda: all(mesh.version(name) != old[name] for name in mesh.proxies),
+         "every proxy to apply the new config")
+    took = (time.monotonic() - t0) * 1000
+    print(s.dim("   istiod reloaded it (config version %s -> %s);"
+                % (old_status.get("version", "?")[:8], status.get("version", "?")[:8])))
+    print(s.dim("   every proxy applied its new version within %.0f ms, e.g. productpage's %s -> %s"
+                % (took, (old["productpage"] or "?")[:8],
+                   (mesh.version("productpage") or "?")[:8])))
+    counts = split()
+    table(s, counts, n)
+    if counts["v1"] + counts["v2"] != n or not 30 <= share(counts, "v1") <= 70:
+        wrong.append("after the edit the 50/50 split answered %s" % dict(counts))
+    print()
+
     jn = 20
-    print(s.bold("2. %d requests with header end-user: jason" % jn))
+    print(s.bold("3. %d requests with header end-user: jason" % jn))
     print(s.dim("   the first route of the VirtualService sends them to subset v3"))
-    counts = Counter()
-    for _ in range(jn):
-        status, headers, _ = mesh.request("reviews:9080", "/reviews/1",
-                                          {"end-user": "jason"}, conn=conn)
-        counts[subset_of(status, headers)] += 1
-        with_header += plugin_header in headers
-        sent += 1
+    counts = split({"end-user": "jason"}, jn)
     table(s, counts, jn)
     if counts["v3"] != jn:
         wrong.append("jason's requests went to %s" % dict(counts))
     print()
 
-    print(s.bold("3. http://details:9080/ (no VirtualService: the service routes to itself)"))
+    print(s.bold("4. http://details:9080/ (no VirtualService: the service routes to itself)"))
     status, headers, _ = mesh.request("details:9080", "/details/1", conn=conn)
     with_header += plugin_header in headers
     sent += 1
@@ -289,7 +448,7 @@ def run_traffic(mesh, s, n):
         wrong.append("details answered %d from %s" % (status, headers.get("x-backend")))
     print()
 
-    print(s.bold("4. http://ratings:9080/ (no such service in the mesh)"))
+    print(s.bold("5. http://ratings:9080/ (no such service in the mesh)"))
     status, headers, body = mesh.request("ratings:9080", "/ratings/1", conn=conn)
     with_header += plugin_header in headers
     sent += 1
@@ -301,7 +460,7 @@ def run_traffic(mesh, s, n):
     print()
 
     value = headers.get(plugin_header, "")
-    print(s.bold("5. the example plugin (FilterPlugin demo-header, on productpage's proxy)"))
+    print(s.bold("6. the example plugin (FilterPlugin demo-header, on productpage's proxy)"))
     print("     %d of %d responses carried %s: %s" % (with_header, sent, plugin_header, value))
     if with_header != sent:
         wrong.append("only %d of %d responses carried %s" % (with_header, sent, plugin_header))
@@ -313,7 +472,7 @@ def main():
     ap = argparse.ArgumentParser(description="Run weft's demo mesh on loopback.")
     ap.add_argument("--weft", default=str(REPO / "build" / "weft"), help="the weft binary")
     ap.add_argument("--once", action="store_true", help="exit after sending the traffic")
-    ap.add_argument("--requests", type=int, default=200, help="requests for the split (200)")
+    ap.add_argument("--requests", type=int, default=200, help="requests per split (200)")
     args = ap.parse_args()
     s = Style(sys.stdout.isatty() and not os.environ.get("NO_COLOR"))
 
@@ -334,10 +493,13 @@ def main():
     rc = 0
     try:
         try:
-            print(s.bold("weft demo") + ": a static-mode mesh on 127.0.0.1 "
-                  + s.dim("(config: %s)" % os.path.relpath(HERE)))
+            print(s.bold("weft demo") + ": istiod and proxies in xDS mode on 127.0.0.1 "
+                  + s.dim("(config: a copy of %s)" % os.path.relpath(HERE)))
             print()
             mesh.start()
+            print("     istiod: xDS on 127.0.0.1:%d, monitoring on 127.0.0.1:%d"
+                  % (mesh.istiod["xds"], mesh.istiod["mon"]))
+            print()
             print("     %-12s %-17s %-17s %s" % ("workload", "proxy outbound", "proxy inbound",
                                                   "app"))
             for name, app, version, has_app in WORKLOADS:
@@ -347,6 +509,13 @@ def main():
                 appaddr = ("127.0.0.1:%d" % mesh.backends[name][1]) if has_app else "-"
                 print("     %-12s %-17s %-17s %s"
                       % (name, "127.0.0.1:%d" % p["out"], inb, appaddr))
+            print()
+            code, text = mesh.proxy_status()
+            print(s.bold("weft proxy-status") + s.dim(" (what istiod sent, what each proxy ACKed)"))
+            for line in text.rstrip("\n").splitlines():
+                print("     " + line)
+            if code != 0:
+                print(s.red("     (weft proxy-status exited %d)" % code))
             print()
             wrong = run_traffic(mesh, s, args.requests)
             if wrong:
@@ -358,22 +527,26 @@ def main():
                 pp = mesh.proxies["productpage"]
                 print(s.dim("   try: curl -H 'Host: reviews:9080' http://127.0.0.1:%d/"
                             % pp["out"]))
-                print(s.dim("        curl -s http://127.0.0.1:%d/config_dump | python3 -m json.tool"
-                            % pp["admin"]))
+                print(s.dim("        %s proxy-status --istiod 127.0.0.1:%d"
+                            % (os.path.relpath(weft), mesh.istiod["mon"])))
+                print(s.dim("        curl -s http://127.0.0.1:%d/debug/syncz | python3 -m json.tool"
+                            % mesh.istiod["mon"]))
+                print(s.dim("        edit %s (istiod watches it)"
+                            % (mesh.config / "reviews.yaml")))
                 print(s.bold("mesh running; Ctrl-C to stop"), flush=True)
                 while True:
                     dead = mesh.dead()
                     if dead:
                         print(s.red("stopped unexpectedly: ") + ", ".join(dead))
                         for d in dead:
-                            if d in mesh.proxies:
+                            if d in mesh.proxies or d == "istiod":
                                 print(mesh.stderr_of(d))
                         rc = 1
                         break
                     time.sleep(0.5)
         except Stop:
             print()
-        except (RuntimeError, OSError) as e:
+        except (RuntimeError, OSError, ValueError) as e:
             print(s.red("demo failed: ") + str(e), file=sys.stderr)
             rc = 1
     finally:

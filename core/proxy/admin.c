@@ -1,7 +1,9 @@
 /*
  * admin.c: the proxy's admin endpoints (loopback only by default):
  *   GET  /ready          200 once listening with config, else 503
- *   GET  /config_dump    listeners, routes, clusters, endpoints, filter chain
+ *   GET  /config_dump    listeners, routes, clusters, endpoints, filter chain, and in
+ *                        xDS mode "xds": istiod's address, the stream, per type the
+ *                        version applied, last nonce, ACK state, and the last NACK
  *   GET  /stats          counters, "name: value" per line
  *   POST /quitquitquit   graceful exit
  */
@@ -11,6 +13,7 @@
 #include <string.h>
 
 #include "admin/httpd.h"
+#include "xds/client.h"
 
 static wf_httpd *server;
 
@@ -24,6 +27,9 @@ static void handle(const char *method, const char *path, wf_http_reply *r)
     } else if (plen == 12 && strncmp(path, "/config_dump", 12) == 0) {
         wf_snapshot *s = wf_proxy_current();
         json_t *d = s ? wf_snapshot_dump(s) : json_object();
+        json_t *x = wf_proxy_xds_dump();
+        if (x)
+            json_object_set_new(d, "xds", x);
         r->status = 200;
         r->content_type = "application/json";
         r->body = json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER);

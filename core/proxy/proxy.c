@@ -1,11 +1,14 @@
 /*
- * proxy.c: the proxy at run time.  The main thread loads the config,
- * translates it (static mode runs the same translator istiod runs), builds
- * the snapshot, binds one SO_REUSEPORT socket per listener per worker,
- * serves the admin port and handles signals; each worker runs its own
- * libuv loop over its sockets.  SIGTERM or /quitquitquit drains: workers
- * stop accepting, finish in-flight streams, then exit (forced after the
- * drain timeout).
+ * proxy.c: the proxy at run time.  The main thread gets a resource bundle
+ * (static mode: loads the config dir and runs the same translator istiod
+ * runs; xDS mode: the ADS client, core/xds/client.c, hands over each
+ * complete push), builds the snapshot, binds one SO_REUSEPORT socket per
+ * listener per worker from the first snapshot, serves the admin port and
+ * handles signals; each worker runs its own libuv loop over its sockets.
+ * Later snapshots (xDS) are published to the workers by pointer swap: a
+ * worker adopts it on its next wake-up, a stream keeps the snapshot it
+ * started with.  SIGTERM or /quitquitquit drains: workers stop accepting,
+ * finish in-flight streams, then exit (forced after the drain timeout).
  */
 #include "proxy/proxy.h"
 
@@ -25,6 +28,7 @@
 #include "translate/translate.h"
 #include "util/flags.h"
 #include "util/log.h"
+#include "xds/client.h"
 
 static wf_snapshot *current;
 static wf_worker workers[WF_MAX_WORKERS];
@@ -37,6 +41,28 @@ static uv_signal_t sig_term, sig_int;
 static uv_timer_t drain_timer, watch_timer, quit_timer;
 static uint64_t drain_deadline;
 static long drain_timeout_ms;
+static const wf_proxy_opts *opts;
+static wf_workload_info wl;
+static int fatal_rc; /* set when the proxy must exit with this code */
+
+/* xDS mode: the client, and the last state it showed once it is stopped. */
+static wf_xds_client *xds;
+static const char *xds_server_addr;
+static json_t *xds_last_dump;
+
+/* The listeners bound from the first snapshot.  Workers listen on these
+ * for the life of the process; a later snapshot's listeners are put in
+ * this order (downstream connections find theirs by index). */
+typedef struct bound_listener {
+    char *name;
+    char host[64];
+    int port;
+    char warned_addr[96]; /* the other address last warned about */
+    int warned_missing;
+} bound_listener;
+static bound_listener *bound;
+static size_t n_bound;
+static json_t *warned_extra; /* names of listeners ignored, warned once */
 
 uint64_t wf_now_us(void)
 {
@@ -202,6 +228,8 @@ static int listen_fd(const char *host, int port, char *err, size_t errlen)
 
 /* ---- drain and exit ---- */
 
+static void stop_xds(void);
+
 static void watch_cb(uv_timer_t *t)
 {
     if (atomic_load(&running) > 0) {
@@ -229,7 +257,27 @@ static void watch_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)&quit_timer, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
+    stop_xds();
     wf_admin_stop();
+}
+
+static void stop_xds(void)
+{
+    if (!xds)
+        return;
+    json_decref(xds_last_dump);
+    xds_last_dump = wf_xds_client_dump(xds);
+    if (xds_last_dump)
+        json_object_set_new(xds_last_dump, "connected", json_false());
+    wf_xds_client_stop(xds);
+    xds = NULL;
+}
+
+json_t *wf_proxy_xds_dump(void)
+{
+    if (xds)
+        return wf_xds_client_dump(xds);
+    return xds_last_dump ? json_deep_copy(xds_last_dump) : NULL;
 }
 
 static void begin_drain(void)
@@ -237,6 +285,9 @@ static void begin_drain(void)
     if (draining)
         return;
     draining = 1;
+    /* A draining proxy takes no more configuration; closing the stream
+     * also tells istiod, which drops the workload from its registry. */
+    stop_xds();
     WF_INFO("draining: no new connections; finishing in-flight requests (up to %ld ms)",
             drain_timeout_ms);
     drain_deadline = uv_now(main_loop) + (uint64_t)drain_timeout_ms;
@@ -317,23 +368,258 @@ static int parse_labels(const char *s, const char ***out, json_t *obj, char *err
     return 0;
 }
 
-int wf_proxy_run(const wf_proxy_opts *o)
+/* ---- listeners, workers, snapshots ---- */
+
+static void unbind_listeners(void)
+{
+    for (int i = 0; i < WF_MAX_WORKERS; i++) {
+        wf_worker *w = &workers[i];
+        for (size_t k = 0; w->listener_fds && k < w->n_listeners; k++)
+            if (w->listener_fds[k] > 0)
+                close(w->listener_fds[k]);
+        free(w->listeners);
+        free(w->listener_fds);
+        w->listeners = NULL;
+        w->listener_fds = NULL;
+        w->n_listeners = 0;
+    }
+    for (size_t k = 0; k < n_bound; k++)
+        free(bound[k].name);
+    free(bound);
+    bound = NULL;
+    n_bound = 0;
+}
+
+/* Binds every listener of s once per worker and remembers the set: it is
+ * the proxy's for the rest of its life. */
+static int bind_listeners(const wf_snapshot *s, int nw, char *err, size_t errlen)
+{
+    if (!(bound = calloc(s->n_ls + 1, sizeof(*bound)))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    n_bound = s->n_ls;
+    for (size_t k = 0; k < s->n_ls; k++) {
+        bound[k].name = strdup(s->ls[k].name);
+        snprintf(bound[k].host, sizeof(bound[k].host), "%s", s->ls[k].host);
+        bound[k].port = s->ls[k].port;
+    }
+    for (int i = 0; i < nw; i++) {
+        wf_worker *w = &workers[i];
+        w->id = i;
+        w->n_listeners = s->n_ls;
+        w->listeners = calloc(s->n_ls + 1, sizeof(uv_tcp_t));
+        w->listener_fds = calloc(s->n_ls + 1, sizeof(int));
+        if (!w->listeners || !w->listener_fds) {
+            snprintf(err, errlen, "out of memory");
+            return -1;
+        }
+        for (size_t k = 0; k < s->n_ls; k++) {
+            char why[512];
+            w->listener_fds[k] = listen_fd(s->ls[k].host, s->ls[k].port, why, sizeof(why));
+            if (w->listener_fds[k] < 0) {
+                snprintf(err, errlen, "listener %s: %s", s->ls[k].name, why);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Starts the workers on current (their sockets are bound).  Out of memory
+ * here is fatal. */
+static int start_workers(const wf_proxy_opts *o)
+{
+    n_workers = (int)o->concurrency;
+    atomic_store(&running, n_workers);
+    for (int i = 0; i < n_workers; i++) {
+        wf_worker *w = &workers[i];
+        uv_loop_init(&w->loop);
+        w->loop.data = w;
+        uv_async_init(&w->loop, &w->wake, wake_cb);
+        w->wake.data = w;
+        uv_timer_init(&w->loop, &w->tick);
+        w->tick.data = w;
+        uv_timer_start(&w->tick, tick_cb, 250, 250);
+        uv_unref((uv_handle_t *)&w->tick);
+        wf_map_init(&w->pools);
+        w->stats = calloc(WF_MAX_STATS, sizeof(uint64_t));
+        w->rbuf = malloc(WF_READ_BUF);
+        w->rng = o->seed ? (uint64_t)o->seed * 2654435761u + (uint64_t)i * 0x9E3779B97F4A7C15ULL + 1
+                         : (wf_now_us() ^ ((uint64_t)getpid() << 20)) + (uint64_t)i * 7919 + 1;
+        wf_snapshot_ref(current);
+        if (!w->stats || !w->rbuf || adopt(w, current) < 0) {
+            fprintf(stderr, "weft: proxy: out of memory starting worker %d\n", i);
+            return -1;
+        }
+        wf_stats_attach(w);
+        uv_thread_create(&w->thread, worker_main, w);
+    }
+    return 0;
+}
+
+/* Hands s to every worker: each adopts it on its next wake-up and drops
+ * the one it had (streams keep theirs until they end). */
+static void publish(wf_snapshot *s)
+{
+    wf_snapshot *old = current;
+
+    current = s;
+    for (int i = 0; i < n_workers; i++) {
+        wf_worker *w = &workers[i];
+        wf_snapshot *prev;
+        wf_snapshot_ref(s);
+        /* A snapshot published before the worker woke is never adopted. */
+        if ((prev = atomic_exchange(&w->next, s)))
+            wf_snapshot_unref(prev);
+        uv_async_send(&w->wake);
+    }
+    wf_snapshot_unref(old);
+}
+
+/* "host:port" of a Listener (JSON), and its parts. */
+static void listener_addr(const json_t *l, char *out, size_t len, char *host, size_t hostlen,
+                          int *port)
+{
+    const json_t *sa = json_object_get(json_object_get(l, "address"), "socket_address");
+    const char *h = json_string_value(json_object_get(sa, "address"));
+    const json_t *p = json_object_get(sa, "port_value");
+
+    snprintf(host, hostlen, "%s", h ? h : "");
+    *port = json_is_integer(p) ? (int)json_integer_value(p) : 0;
+    snprintf(out, len, "%s:%d", host, *port);
+}
+
+/* Listeners are bound once: puts the bundle's listeners in the order of
+ * the bound set, keeping each one's binding.  A listener that moved keeps
+ * its old address, one that disappeared keeps its previous configuration,
+ * a new one is not served; each is logged once. */
+static int align_listeners(json_t *bundle)
+{
+    json_t *ls = json_object_get(bundle, "listeners");
+    json_t *prev = json_object_get(current->bundle, "listeners");
+    json_t *out = json_array();
+    size_t n = json_array_size(ls), j;
+    char *used = calloc(n + 1, 1);
+    json_t *l;
+
+    if (!out || !used || (!warned_extra && !(warned_extra = json_object()))) {
+        json_decref(out);
+        free(used);
+        return -1;
+    }
+    for (size_t i = 0; i < n_bound; i++) {
+        bound_listener *b = &bound[i];
+        json_t *pick = NULL;
+        json_array_foreach(ls, j, l)
+        {
+            const char *name = json_string_value(json_object_get(l, "name"));
+            if (!used[j] && name && strcmp(name, b->name) == 0) {
+                used[j] = 1;
+                pick = l;
+                break;
+            }
+        }
+        if (pick) {
+            char addr[96], host[64];
+            int port;
+            b->warned_missing = 0;
+            listener_addr(pick, addr, sizeof(addr), host, sizeof(host), &port);
+            if ((strcmp(host, b->host) != 0 || port != b->port) &&
+                strcmp(addr, b->warned_addr) != 0) {
+                WF_WARN("listener %s: the configuration moves it to %s, but listeners are bound "
+                        "once; it keeps listening on %s:%d (restart the proxy to move it)",
+                        b->name, addr, b->host, b->port);
+                snprintf(b->warned_addr, sizeof(b->warned_addr), "%s", addr);
+            }
+        } else {
+            pick = json_array_get(prev, i);
+            if (!b->warned_missing)
+                WF_WARN("listener %s (%s:%d) is not in the new configuration; it keeps its "
+                        "previous configuration (listeners are bound once: restart the proxy "
+                        "to remove it)",
+                        b->name, b->host, b->port);
+            b->warned_missing = 1;
+        }
+        if (!pick || json_array_append(out, pick) < 0) {
+            json_decref(out);
+            free(used);
+            return -1;
+        }
+    }
+    json_array_foreach(ls, j, l)
+    {
+        const char *name = json_string_value(json_object_get(l, "name"));
+        char addr[96], host[64];
+        int port;
+        if (used[j] || !name || json_object_get(warned_extra, name))
+            continue;
+        listener_addr(l, addr, sizeof(addr), host, sizeof(host), &port);
+        WF_WARN("listener %s (%s) is new in the configuration and is not served: listeners are "
+                "bound once, at start-up (restart the proxy to serve it)",
+                name, addr);
+        json_object_set_new(warned_extra, name, json_true());
+    }
+    free(used);
+    return json_object_set_new(bundle, "listeners", out);
+}
+
+/* The ADS client has a complete push (main thread). */
+static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
+{
+    wf_snapshot *s;
+    char why[1024];
+
+    if (draining) {
+        snprintf(err, errlen, "the proxy is draining and takes no new configuration");
+        return -1;
+    }
+    if (current && align_listeners(bundle) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!(s = wf_snapshot_build(bundle, &wl, err, errlen)))
+        return -1;
+    if (current) {
+        publish(s);
+        return 0;
+    }
+    if (bind_listeners(s, (int)opts->concurrency, why, sizeof(why)) < 0) {
+        WF_ERROR("cannot serve the first configuration from istiod: %s; exiting", why);
+        snprintf(err, errlen, "%s", why);
+        wf_snapshot_unref(s);
+        unbind_listeners();
+        fatal_rc = 1;
+        begin_drain();
+        return -1;
+    }
+    current = s;
+    if (start_workers(opts) < 0)
+        exit(1);
+    WF_INFO("ready: %d workers; %zu listeners (outbound %s, inbound %s), %zu clusters; admin %s; "
+            "xds %s version %s",
+            n_workers, current->n_ls, opts->outbound, opts->app_port ? opts->inbound : "off",
+            current->n_cls, opts->admin, xds_server_addr, current->version);
+    return 0;
+}
+
+static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
 {
     const char *dirs[1] = {o->config_dir};
     wf_config *cfg = NULL;
     wf_diags diags = {0};
     wf_proxy_info pi = {0};
-    wf_workload_info wl = {0};
     char err[1024], dir[PATH_MAX], mdir[PATH_MAX + 16], pdir[PATH_MAX + 16];
     char out_host[64], in_host[64];
     int out_port, in_port;
     const char **labels = NULL;
     const char *pdirs[40];
     size_t npd = 0;
-    json_t *bundle = NULL, *label_obj = json_object();
+    json_t *bundle = NULL, *label_obj = json_object(), *node = NULL;
     int rc = 0;
 
     wf_log_role = "proxy";
+    opts = o;
     drain_timeout_ms = o->drain_timeout_ms;
     signal(SIGPIPE, SIG_IGN);
     wf_stats_init();
@@ -354,60 +640,72 @@ int wf_proxy_run(const wf_proxy_opts *o)
     }
     wf_addr_split(o->outbound, out_host, sizeof(out_host), &out_port);
     wf_addr_split(o->inbound, in_host, sizeof(in_host), &in_port);
-
-    if (wf_config_load(dirs, 1, &cfg, &diags) < 0) {
-        wf_diags_print(&diags, stderr);
-        fprintf(stderr, "weft: proxy: the configuration in %s was refused (%zu problem%s above); "
-                        "fix it and start again (weft validate %s)\n",
-                o->config_dir, diags.n, diags.n == 1 ? "" : "s", o->config_dir);
-        wf_diags_free(&diags);
-        rc = 1;
-        goto out;
-    }
-    wf_diags_free(&diags);
-    pi = (wf_proxy_info){.role = "proxy",
-                         .namespace_ = o->namespace_,
-                         .service_account = o->service_account,
-                         .labels = labels,
-                         .outbound_addr = out_host,
-                         .outbound_port = out_port,
-                         .inbound_addr = in_host,
-                         .inbound_port = in_port,
-                         .app_port = (int)o->app_port};
-    bundle = wf_translate(cfg, &pi, err, sizeof(err));
-    if (!bundle) {
-        fprintf(stderr, "weft: proxy: cannot translate the configuration: %s\n", err);
-        rc = 1;
-        goto out;
-    }
     wl = (wf_workload_info){.role = "proxy",
                             .namespace_ = o->namespace_,
                             .service_account = o->service_account,
-                            .trust_domain = cfg->mesh.trust_domain,
+                            .trust_domain = "cluster.local",
                             .labels = label_obj,
                             .workers = (uint32_t)o->concurrency};
-    current = wf_snapshot_build(bundle, &wl, err, sizeof(err));
-    if (!current) {
-        fprintf(stderr, "weft: proxy: %s\n", err);
-        rc = 1;
-        goto out;
-    }
 
-    n_workers = (int)o->concurrency;
-    for (int i = 0; i < n_workers; i++) {
-        wf_worker *w = &workers[i];
-        w->id = i;
-        w->n_listeners = current->n_ls;
-        w->listeners = calloc(current->n_ls + 1, sizeof(uv_tcp_t));
-        w->listener_fds = calloc(current->n_ls + 1, sizeof(int));
-        for (size_t k = 0; k < current->n_ls; k++) {
-            w->listener_fds[k] = listen_fd(current->ls[k].host, current->ls[k].port, err, sizeof(err));
-            if (w->listener_fds[k] < 0) {
-                fprintf(stderr, "weft: proxy: listener %s: %s\n", current->ls[k].name, err);
-                rc = 1;
-                goto out;
-            }
+    if (!x) {
+        /* Static mode: the bundle comes from the config dir, translated
+         * here exactly as istiod would. */
+        if (wf_config_load(dirs, 1, &cfg, &diags) < 0) {
+            wf_diags_print(&diags, stderr);
+            fprintf(stderr,
+                    "weft: proxy: the configuration in %s was refused (%zu problem%s above); "
+                    "fix it and start again (weft validate %s)\n",
+                    o->config_dir, diags.n, diags.n == 1 ? "" : "s", o->config_dir);
+            wf_diags_free(&diags);
+            rc = 1;
+            goto out;
         }
+        wf_diags_free(&diags);
+        pi = (wf_proxy_info){.role = "proxy",
+                             .namespace_ = o->namespace_,
+                             .service_account = o->service_account,
+                             .labels = labels,
+                             .outbound_addr = out_host,
+                             .outbound_port = out_port,
+                             .inbound_addr = in_host,
+                             .inbound_port = in_port,
+                             .app_port = (int)o->app_port};
+        bundle = wf_translate(cfg, &pi, err, sizeof(err));
+        if (!bundle) {
+            fprintf(stderr, "weft: proxy: cannot translate the configuration: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        wl.trust_domain = cfg->mesh.trust_domain;
+        current = wf_snapshot_build(bundle, &wl, err, sizeof(err));
+        if (!current) {
+            fprintf(stderr, "weft: proxy: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        if (bind_listeners(current, (int)o->concurrency, err, sizeof(err)) < 0) {
+            fprintf(stderr, "weft: proxy: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+    } else {
+        wf_xds_node_info ni = {.namespace_ = o->namespace_,
+                               .service_account = o->service_account,
+                               .labels = label_obj,
+                               .name = x->name,
+                               .instance_ips = x->instance_ips,
+                               .outbound = o->outbound,
+                               .inbound = o->inbound,
+                               .app_port = (int)o->app_port,
+                               .services = x->services,
+                               .n_services = x->n_services,
+                               .pid = (long)getpid()};
+        if (!(node = wf_xds_node(&ni, err, sizeof(err)))) {
+            fprintf(stderr, "weft: proxy: %s\n", err);
+            rc = 2;
+            goto out;
+        }
+        xds_server_addr = x->server;
     }
 
     main_loop = uv_default_loop();
@@ -424,42 +722,39 @@ int wf_proxy_run(const wf_proxy_opts *o)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
 
-    atomic_store(&running, n_workers);
-    for (int i = 0; i < n_workers; i++) {
-        wf_worker *w = &workers[i];
-        uv_loop_init(&w->loop);
-        w->loop.data = w;
-        uv_async_init(&w->loop, &w->wake, wake_cb);
-        w->wake.data = w;
-        uv_timer_init(&w->loop, &w->tick);
-        w->tick.data = w;
-        uv_timer_start(&w->tick, tick_cb, 250, 250);
-        uv_unref((uv_handle_t *)&w->tick);
-        wf_map_init(&w->pools);
-        w->stats = calloc(WF_MAX_STATS, sizeof(uint64_t));
-        w->rbuf = malloc(WF_READ_BUF);
-        w->rng = o->seed ? (uint64_t)o->seed * 2654435761u + (uint64_t)i * 0x9E3779B97F4A7C15ULL + 1
-                         : (wf_now_us() ^ ((uint64_t)getpid() << 20)) + (uint64_t)i * 7919 + 1;
-        wf_snapshot_ref(current);
-        if (!w->stats || !w->rbuf || adopt(w, current) < 0) {
-            fprintf(stderr, "weft: proxy: out of memory starting worker %d\n", i);
+    if (!x) {
+        if (start_workers(o) < 0) {
             rc = 1;
             goto out;
         }
-        wf_stats_attach(w);
-        uv_thread_create(&w->thread, worker_main, w);
+        WF_INFO("ready: %d workers; %zu listeners (outbound %s, inbound %s), %zu clusters; admin "
+                "%s; config %s version %s",
+                n_workers, current->n_ls, o->outbound, o->app_port ? o->inbound : "off",
+                current->n_cls, o->admin, o->config_dir, current->version);
+    } else {
+        xds = wf_xds_client_start(main_loop, x->server, node, xds_apply, NULL, err, sizeof(err));
+        if (!xds) {
+            fprintf(stderr, "weft: proxy: %s\n", err);
+            fatal_rc = 1;
+            begin_drain();
+        } else {
+            WF_INFO("started: waiting for the first configuration from istiod at %s (node %s); "
+                    "admin %s answers /ready 503 until then",
+                    x->server, json_string_value(json_object_get(node, "id")), o->admin);
+        }
     }
-    WF_INFO("ready: %d workers; %zu listeners (outbound %s, inbound %s), %zu clusters; admin %s; "
-            "config %s version %s",
-            n_workers, current->n_ls, o->outbound, o->app_port ? o->inbound : "off", current->n_cls,
-            o->admin, o->config_dir, current->version);
 
     uv_run(main_loop, UV_RUN_DEFAULT);
     for (int i = 0; i < n_workers; i++) {
+        wf_snapshot *next;
         uv_thread_join(&workers[i].thread);
         wf_snapshot_unref(workers[i].snap);
+        if ((next = atomic_exchange(&workers[i].next, NULL)))
+            wf_snapshot_unref(next);
     }
-    WF_INFO("drained; exiting");
+    rc = fatal_rc;
+    if (!rc)
+        WF_INFO("drained; exiting");
 out:
     /* Stat shards stay allocated: a late /stats read may still sum them. */
     for (int i = 0; i < WF_MAX_WORKERS; i++) {
@@ -473,7 +768,15 @@ out:
         free(w->listeners);
         free(w->listener_fds);
         free(w->rbuf);
+        w->listeners = NULL;
+        w->listener_fds = NULL;
+        w->n_listeners = 0;
     }
+    for (size_t k = 0; k < n_bound; k++)
+        free(bound[k].name);
+    free(bound);
+    bound = NULL;
+    n_bound = 0;
     if (current)
         wf_snapshot_unref(current);
     current = NULL;
@@ -481,9 +784,24 @@ out:
     if (cfg)
         wf_config_free(cfg);
     json_decref(label_obj);
+    json_decref(node);
+    json_decref(xds_last_dump);
+    xds_last_dump = NULL;
+    json_decref(warned_extra);
+    warned_extra = NULL;
     free(labels);
     free(labels_copy);
     if (!rc)
         uv_loop_close(main_loop);
     return rc;
+}
+
+int wf_proxy_run(const wf_proxy_opts *o)
+{
+    return run(o, NULL);
+}
+
+int wf_proxy_run_xds(const struct wf_proxy_opts *o, const wf_proxy_xds_opts *x)
+{
+    return run(o, x);
 }

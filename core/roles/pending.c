@@ -8,12 +8,9 @@
 
 static int not_built(const char *role)
 {
-    return wf_usage_error("--role=%s is not built yet in this version; only --role=proxy runs", role);
-}
-
-static int run_istiod(int argc, char **argv, int first)
-{
-    return not_built("istiod");
+    return wf_usage_error(
+        "--role=%s is not built yet in this version; only --role=proxy and --role=istiod run",
+        role);
 }
 
 static int run_gateway(int argc, char **argv, int first)
@@ -31,8 +28,6 @@ static void usage_pending(void)
     printf("    (not built yet)\n");
 }
 
-const wf_role wf_role_istiod = {"istiod", "control plane: config, registry, xDS server, CA",
-                                run_istiod, usage_pending};
 const wf_role wf_role_gateway = {"gateway", "ingress gateway (Gateway listeners, TLS termination)",
                                  run_gateway, usage_pending};
 const wf_role wf_role_ca = {"ca", "the certificate authority alone", run_ca, usage_pending};

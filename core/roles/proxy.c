@@ -1,7 +1,10 @@
 /*
  * roles/proxy.c: `weft --role=proxy`, the sidecar.  Parses its flags and
- * runs the proxy (core/proxy/proxy.c).
+ * runs the proxy (core/proxy/proxy.c) in one of two modes: static
+ * (--config-dir, translated in-process) or xDS (--xds, configured by
+ * istiod).
  */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -9,14 +12,25 @@
 #include "roles/roles.h"
 #include "util/flags.h"
 #include "util/log.h"
+#include "xds/client.h"
 
 static wf_proxy_opts opts;
-static wf_strlist plugin_dirs;
+static wf_strlist plugin_dirs, services, instance_ips;
+static const char *xds_addr, *node_name;
 static const char *log_level = "info";
 
 static const wf_flag flags[] = {
     {"config-dir", WF_FLAG_STR, &opts.config_dir, 0, 0, "DIR",
-     "static mode: Istio/weft YAML to serve (required for now)"},
+     "static mode: Istio/weft YAML to serve (this or --xds)"},
+    {"xds", WF_FLAG_ADDR, &xds_addr, 0, 0, "ADDR",
+     "xDS mode: istiod's ADS address, e.g. 127.0.0.1:15010 (this or --config-dir)"},
+    {"service", WF_FLAG_MULTI, &services, 0, 0, "NAME:PORT",
+     "xDS: register this workload as an endpoint of service NAME port PORT; repeatable; "
+     "needs --app-port"},
+    {"name", WF_FLAG_STR, &node_name, 0, 0, "NAME",
+     "xDS: workload name in the node id (<app label or service>-<pid>)"},
+    {"instance-ip", WF_FLAG_MULTI, &instance_ips, 0, 0, "IP",
+     "xDS: the workload's IP, where peers reach a :PORT inbound; repeatable (127.0.0.1)"},
     {"namespace", WF_FLAG_STR, &opts.namespace_, 0, 0, "NS", "workload namespace (default)"},
     {"service-account", WF_FLAG_STR, &opts.service_account, 0, 0, "SA",
      "workload service account (default)"},
@@ -28,8 +42,7 @@ static const wf_flag flags[] = {
     {"app-port", WF_FLAG_INT, &opts.app_port, 1, 65535, "N",
      "the app's port on 127.0.0.1; inbound traffic goes there"},
     {"admin", WF_FLAG_ADDR, &opts.admin, 0, 0, "ADDR", "admin endpoints (127.0.0.1:15000)"},
-    {"concurrency", WF_FLAG_INT, &opts.concurrency, 1, WF_MAX_WORKERS, "N",
-     "worker threads (2)"},
+    {"concurrency", WF_FLAG_INT, &opts.concurrency, 1, WF_MAX_WORKERS, "N", "worker threads (2)"},
     {"module-dir", WF_FLAG_STR, &opts.module_dir, 0, 0, "DIR",
      "built-in filter modules (modules/ beside the binary)"},
     {"plugin-dir", WF_FLAG_MULTI, &plugin_dirs, 0, 0, "DIR",
@@ -42,6 +55,47 @@ static const wf_flag flags[] = {
     {"log-level", WF_FLAG_STR, &log_level, 0, 0, "LEVEL", "debug|info|warn|error (info)"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
+
+/* Checks the xDS-only flags and runs the proxy in xDS mode. */
+static int run_xds(void)
+{
+    char err[512], name[256], ips[32 * 48] = "", host[256];
+    int port;
+    size_t len = 0;
+    wf_proxy_xds_opts x = {
+        .server = xds_addr, .name = node_name, .services = services.v, .n_services = services.n};
+
+    if (wf_addr_split(xds_addr, host, sizeof(host), &port) < 0 || !host[0] ||
+        strcmp(host, "0.0.0.0") == 0 || port == 0)
+        return wf_usage_error("flag --xds: \"%s\" is not istiod's HOST:PORT (e.g. 127.0.0.1:15010)",
+                              xds_addr);
+    for (size_t i = 0; i < services.n; i++)
+        if (wf_xds_parse_service(services.v[i], name, sizeof(name), &port, err, sizeof(err)) < 0)
+            return wf_usage_error("flag %s", err);
+    if (services.n && !opts.app_port)
+        return wf_usage_error("flag --service needs --app-port N: peers reach the service "
+                              "through the inbound listener, which forwards to the app");
+    if (node_name && (!*node_name || strpbrk(node_name, "~ \t")))
+        return wf_usage_error("flag --name: \"%s\" must be non-empty, without '~' or spaces",
+                              node_name);
+    for (size_t i = 0; i < instance_ips.n; i++) {
+        /* Each value may itself be a comma-separated list. */
+        char copy[256], *save = NULL, *tok;
+        unsigned char buf[16];
+        snprintf(copy, sizeof(copy), "%s", instance_ips.v[i]);
+        for (tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (inet_pton(AF_INET, tok, buf) != 1 && inet_pton(AF_INET6, tok, buf) != 1)
+                return wf_usage_error("flag --instance-ip: \"%s\" is not an IP address", tok);
+            len += (size_t)snprintf(ips + len, sizeof(ips) - len, "%s%s", len ? "," : "", tok);
+            if (len >= sizeof(ips))
+                return wf_usage_error("flag --instance-ip: too many addresses");
+        }
+    }
+    if (instance_ips.n && !ips[0])
+        return wf_usage_error("flag --instance-ip: no address given");
+    x.instance_ips = ips[0] ? ips : NULL;
+    return wf_proxy_run_xds(&opts, &x);
+}
 
 static int run(int argc, char **argv, int first)
 {
@@ -59,13 +113,24 @@ static int run(int argc, char **argv, int first)
     if (wf_flags_parse(flags, N_FLAGS, argc, argv, first, err, sizeof(err)) < 0)
         return wf_usage_error("%s", err);
     if ((lvl = wf_log_parse_level(log_level)) < 0)
-        return wf_usage_error("flag --log-level: \"%s\" is not debug, info, warn or error", log_level);
+        return wf_usage_error("flag --log-level: \"%s\" is not debug, info, warn or error",
+                              log_level);
     wf_log_threshold = lvl;
-    if (!opts.config_dir)
-        return wf_usage_error("--role=proxy needs --config-dir DIR (static mode)");
+    if (!opts.config_dir == !xds_addr)
+        return wf_usage_error(
+            "--role=proxy needs exactly one of --config-dir DIR (static mode) and "
+            "--xds ADDR (configuration from istiod)");
     for (size_t i = 0; i < plugin_dirs.n; i++)
         opts.plugin_dirs[opts.n_plugin_dirs++] = plugin_dirs.v[i];
-    return wf_proxy_run(&opts);
+    if (opts.config_dir) {
+        if (services.n || node_name || instance_ips.n)
+            return wf_usage_error("flag --%s needs --xds (static mode registers nothing)",
+                                  services.n  ? "service"
+                                  : node_name ? "name"
+                                              : "instance-ip");
+        return wf_proxy_run(&opts);
+    }
+    return run_xds();
 }
 
 static void usage(void)

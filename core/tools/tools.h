@@ -14,4 +14,13 @@
  */
 int wf_tool_validate(int argc, char **argv);
 
+/*
+ * weft proxy-status [--istiod ADDR]: fetches /debug/syncz from istiod's
+ * monitoring address (127.0.0.1:15014) and prints a table like istioctl
+ * proxy-status: NAME NAMESPACE CDS LDS EDS ISTIOD VERSION, each type
+ * SYNCED, NOT SENT, STALE or NACK.  Exit codes: 0 printed, 1 istiod
+ * unreachable or a bad answer, 2 usage error.
+ */
+int wf_tool_proxy_status(int argc, char **argv);
+
 #endif

@@ -8,6 +8,14 @@
  * outbound listener (one virtual host per service host and HTTP port), the
  * inbound listener, and finally version_info, a hash of everything else.
  *
+ * For a proxyless gRPC client (role "grpc") the listeners are different:
+ * one api_listener per service host and HTTP port, named "HOST:PORT" as
+ * gRPC asks for it, whose inline route configuration holds that service's
+ * routes only, written in the subset of the Envoy API gRPC C-core 1.51
+ * accepts (no weft modules, gRPC's header matcher fields, clusters that
+ * fetch their endpoints over ADS).  Services, clusters and endpoints are
+ * computed by the same code as for sidecars.
+ *
  * Memory: every scratch allocation of one translation is recorded in the
  * context and freed at the end; every JSON value is attached to the bundle
  * as soon as it is created.  A failure anywhere (out of memory, bad proxy
@@ -38,6 +46,15 @@
 #define HCM_TYPE                                                                                   \
     "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."             \
     "HttpConnectionManager"
+/* The Envoy filters proxyless gRPC understands (by name and type). */
+#define ROUTER_NAME "envoy.filters.http.router"
+#define ROUTER_TYPE "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"
+#define FAULT_NAME "envoy.filters.http.fault"
+#define FAULT_TYPE "type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault"
+/* Istio's retryOn when a VirtualService sets attempts without it; gRPC
+ * acts on the gRPC status names in it (cancelled, unavailable). */
+#define DEFAULT_RETRY_ON                                                                           \
+    "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
 
 /* ---- context -------------------------------------------------------------------------------- */
 
@@ -95,6 +112,7 @@ typedef struct tr {
     size_t errlen;
     const wf_config *cfg;
     const wf_proxy_info *p;
+    int grpc;            /* role "grpc": a proxyless gRPC client */
     const char *ns;      /* the proxy's namespace */
     const char *root_ns; /* MeshConfig.rootNamespace */
     const char *const *labels;
@@ -928,17 +946,32 @@ static void emit_cluster(tr *t, json_t *clusters, json_t *endpoints, const tr_sv
     tr_policy pol = merge_policy(s->dr, ss, port);
     const char *note, *lb = lb_policy(pol.lb, &note);
     int64_t ct = DEFAULT_CONNECT_TIMEOUT_MS;
-    json_t *c, *istio, *svc, *cla, *eps, *loc, *lbes;
+    json_t *c, *istio, *svc, *cla, *eps, *loc, *lbes, *eds;
 
     if (pol.cp && pol.cp->tcp && pol.cp->tcp->connect_timeout_ms > 0)
         ct = pol.cp->tcp->connect_timeout_ms;
+    /* gRPC refuses a cluster whose lb_policy is not ROUND_ROBIN or
+     * RING_HASH (and RING_HASH needs hash policies weft does not emit). */
+    if (t->grpc && !streq(lb, "ROUND_ROBIN")) {
+        note = tr_printf(t, "loadBalancer %s is not available to proxyless gRPC; using ROUND_ROBIN",
+                         lb);
+        lb = "ROUND_ROBIN";
+    }
     c = push_obj(t, clusters);
     put_str(t, c, "name", name);
     put_str(t, c, "type", "EDS");
-    put_str(t, put_obj(t, c, "eds_cluster_config"), "service_name", name);
+    eds = put_obj(t, c, "eds_cluster_config");
+    if (t->grpc) {
+        /* gRPC only takes endpoints from a config source it is told about:
+         * the ADS stream it already has. */
+        json_t *src = put_obj(t, eds, "eds_config");
+        put_obj(t, src, "ads");
+        put_str(t, src, "resource_api_version", "V3");
+    }
+    put_str(t, eds, "service_name", name);
     put_str(t, c, "lb_policy", lb);
     put_str(t, c, "connect_timeout", fmt_duration(t, ct));
-    if (pt->proto == PR_HTTP2 || pt->proto == PR_GRPC || pt->proto == PR_GRPC_WEB)
+    if (!t->grpc && (pt->proto == PR_HTTP2 || pt->proto == PR_GRPC || pt->proto == PR_GRPC_WEB))
         put_obj(t, c, "http2_protocol_options");
     istio = put_obj(t, put_obj(t, put_obj(t, c, "metadata"), "filter_metadata"), "istio");
     svc = push_obj(t, put_arr(t, istio, "services"));
@@ -1016,6 +1049,20 @@ static void emit_string_match(tr *t, json_t *o, const wf_string_match *sm)
     }
 }
 
+/* gRPC 1.51's HeaderMatcher: the older one-field-per-kind form
+ * (exact_match, prefix_match, safe_regex_match); it refuses string_match. */
+static void emit_grpc_string_match(tr *t, json_t *m, const wf_string_match *sm)
+{
+    const char *v = sm->value ? sm->value : "";
+
+    if (sm->kind == WF_SM_EXACT)
+        put_str(t, m, "exact_match", v);
+    else if (sm->kind == WF_SM_PREFIX)
+        put_str(t, m, "prefix_match", v);
+    else if (sm->kind == WF_SM_REGEX)
+        put_str(t, put_obj(t, m, "safe_regex_match"), "regex", v);
+}
+
 /* A HeaderMatcher (or QueryParameterMatcher): Istio's "{}" (and an empty
  * prefix) means "present"; invert turns it into "absent" (withoutHeaders). */
 static void emit_matcher(tr *t, json_t *arr, const char *name, const wf_string_match *sm,
@@ -1026,6 +1073,8 @@ static void emit_matcher(tr *t, json_t *arr, const char *name, const wf_string_m
     put_str(t, m, "name", name);
     if (sm->kind == WF_SM_NONE || (sm->kind == WF_SM_PREFIX && (!sm->value || !sm->value[0])))
         put_bool(t, m, "present_match", 1);
+    else if (t->grpc)
+        emit_grpc_string_match(t, m, sm);
     else
         emit_string_match(t, put_obj(t, m, "string_match"), sm);
     if (invert)
@@ -1139,9 +1188,14 @@ static void emit_headers(tr *t, json_t *o, const char *k, const wf_headers *h)
     emit_header_ops(t, hj, "response", &h->response);
 }
 
+/* A whole percentage is written as an integer: xDS carries free-form
+ * numbers as doubles, so this keeps static and xDS mode identical. */
 static void emit_percentage(tr *t, json_t *o, const char *k, double v)
 {
-    put_real(t, put_obj(t, o, k), "value", v);
+    if (v == (double)(long long)v)
+        put_int(t, put_obj(t, o, k), "value", (long long)v);
+    else
+        put_real(t, put_obj(t, o, k), "value", v);
 }
 
 /* An Istio Destination plus the cluster it names. */
@@ -1298,8 +1352,10 @@ static void emit_router_config(tr *t, json_t *tpf, const wf_http_route *h, uint3
     }
 }
 
-/* "route": one cluster, or weighted_clusters with Istio's weights. */
-static void emit_action(tr *t, json_t *r, const wf_http_route *h, uint32_t vh_port, json_t **tpf)
+/* "route": one cluster, or weighted_clusters with Istio's weights.
+ * Returns the RouteAction, or NULL when the route has no destination.  The
+ * per-destination headers are weft router configs: not for gRPC. */
+static json_t *emit_action(tr *t, json_t *r, const wf_http_route *h, uint32_t vh_port, json_t **tpf)
 {
     const wf_http_route_destination *only = NULL;
     json_t *ra, *wc, *arr;
@@ -1308,7 +1364,7 @@ static void emit_action(tr *t, json_t *r, const wf_http_route *h, uint32_t vh_po
     int equal = 0;
 
     if (h->n_route == 0)
-        return; /* redirect or directResponse: the router config says what to do */
+        return NULL; /* redirect or directResponse: the router config says what to do */
     if (h->n_route == 1) {
         only = &h->route[0];
     } else {
@@ -1330,12 +1386,12 @@ static void emit_action(tr *t, json_t *r, const wf_http_route *h, uint32_t vh_po
     ra = put_obj(t, r, "route");
     if (only) {
         put_str(t, ra, "cluster", dest_cluster(t, &only->destination, vh_port));
-        if (only->headers) {
+        if (only->headers && !t->grpc) {
             if (!*tpf)
                 *tpf = put_obj(t, r, "typed_per_filter_config");
             emit_headers(t, sub(t, *tpf, "router"), "destinationHeaders", only->headers);
         }
-        return;
+        return ra;
     }
     wc = put_obj(t, ra, "weighted_clusters");
     arr = put_arr(t, wc, "clusters");
@@ -1347,18 +1403,132 @@ static void emit_action(tr *t, json_t *r, const wf_http_route *h, uint32_t vh_po
         c = push_obj(t, arr);
         put_str(t, c, "name", dest_cluster(t, &d->destination, vh_port));
         put_int(t, c, "weight", equal ? 1 : d->weight);
-        if (d->headers)
+        if (d->headers && !t->grpc)
             emit_headers(t, put_obj(t, put_obj(t, c, "typed_per_filter_config"), "router"),
                          "headers", d->headers);
     }
+    /* Always written: gRPC 1.51 takes an absent total_weight as 100. */
     put_int(t, wc, "total_weight", sum);
+    return ra;
+}
+
+/* ---- routes for proxyless gRPC -------------------------------------------------------------- */
+
+static const char *const grpc_codes[] = {
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+};
+
+/* Istio's abort.grpcStatus ("UNAVAILABLE", or a number) as a code; -1 if
+ * it is neither. */
+static int grpc_code(const char *s)
+{
+    char *end;
+    long v;
+
+    for (size_t i = 0; i < sizeof(grpc_codes) / sizeof(grpc_codes[0]); i++)
+        if (strcasecmp(s, grpc_codes[i]) == 0)
+            return (int)i;
+    v = strtol(s, &end, 10);
+    if (end != s && !*end && v >= 0 && v <= 16)
+        return (int)v;
+    return -1;
+}
+
+/* Envoy's FractionalPercent from Istio's percentage (a double percent, kept
+ * to a millionth) or its deprecated integer percent; neither: nothing, which
+ * gRPC reads as 0%, as Istio documents for an unset percentage. */
+static void emit_fraction(tr *t, json_t *o, int set, double pct, int ipct)
+{
+    json_t *f;
+
+    if (set) {
+        double v = pct < 0 ? 0 : pct > 100 ? 100 : pct;
+        f = put_obj(t, o, "percentage");
+        put_int(t, f, "numerator", (json_int_t)(v * 10000 + 0.5));
+        put_str(t, f, "denominator", "MILLION");
+    } else if (ipct >= 0) {
+        f = put_obj(t, o, "percentage");
+        put_int(t, f, "numerator", ipct > 100 ? 100 : ipct);
+        put_str(t, f, "denominator", "HUNDRED");
+    }
+}
+
+/* Istio's fault as an Envoy HTTPFault (gRPC's fault filter, A33). */
+static void emit_grpc_fault(tr *t, json_t *o, const wf_virtual_service *vs, size_t hi,
+                            const wf_http_fault *f)
+{
+    put_str(t, o, "@type", FAULT_TYPE);
+    if (f->delay) {
+        json_t *d = put_obj(t, o, "delay");
+        put_str(t, d, "fixed_delay",
+                fmt_duration(t, f->delay->fixed_delay_ms >= 0 ? f->delay->fixed_delay_ms : 0));
+        emit_fraction(t, d, f->delay->percentage_set, f->delay->percentage, f->delay->percent);
+    }
+    if (f->abort) {
+        json_t *a = put_obj(t, o, "abort");
+        int code = f->abort->grpc_status ? grpc_code(f->abort->grpc_status) : -1;
+        if (code >= 0)
+            put_int(t, a, "grpc_status", code);
+        else if (f->abort->http_status)
+            put_int(t, a, "http_status", f->abort->http_status);
+        else {
+            warn("VirtualService %s/%s: http[%zu]: fault.abort: grpcStatus \"%s\" is not a "
+                 "gRPC status name or code and there is no httpStatus; proxyless gRPC clients "
+                 "are aborted with UNAVAILABLE instead",
+                 vs->meta.namespace_, vs->meta.name, hi,
+                 f->abort->grpc_status ? f->abort->grpc_status : "");
+            put_int(t, a, "grpc_status", 14);
+        }
+        emit_fraction(t, a, f->abort->percentage_set, f->abort->percentage, -1);
+    }
+}
+
+/* What a gRPC client takes of a route besides match and destination:
+ * timeout as max_stream_duration (gRPC ignores RouteAction.timeout), retries
+ * (A44) and faults (A33).  Everything else Istio can say (rewrites, header
+ * edits, mirrors, CORS, redirects) has no meaning for a gRPC client. */
+static void emit_grpc_extras(tr *t, json_t *r, json_t *ra, const wf_virtual_service *vs, size_t hi)
+{
+    const wf_http_route *h = &vs->http[hi];
+
+    /* Istio's timeout 0 means "no timeout", which is gRPC's default. */
+    if (ra && h->timeout_ms > 0)
+        put_str(t, put_obj(t, ra, "max_stream_duration"), "max_stream_duration",
+                fmt_duration(t, h->timeout_ms));
+    /* gRPC refuses num_retries 0; attempts 0 is Istio's "no retries". */
+    if (ra && h->retries && h->retries->attempts > 0) {
+        json_t *rp = put_obj(t, ra, "retry_policy");
+        put_str(t, rp, "retry_on",
+                h->retries->retry_on && h->retries->retry_on[0] ? h->retries->retry_on
+                                                                : DEFAULT_RETRY_ON);
+        put_int(t, rp, "num_retries", h->retries->attempts);
+    }
+    if (h->fault && (h->fault->delay || h->fault->abort))
+        emit_grpc_fault(t, put_obj(t, put_obj(t, r, "typed_per_filter_config"), FAULT_NAME), vs, hi,
+                        h->fault);
 }
 
 static void emit_route(tr *t, json_t *routes, const wf_virtual_service *vs, size_t hi,
                        const wf_http_match *m, size_t mi, uint32_t vh_port)
 {
     const wf_http_route *h = &vs->http[hi];
-    json_t *r = push_obj(t, routes), *tpf = NULL;
+    json_t *r = push_obj(t, routes), *tpf = NULL, *ra;
 
     if (h->name)
         put_str(t, r, "name", h->name);
@@ -1368,7 +1538,11 @@ static void emit_route(tr *t, json_t *routes, const wf_virtual_service *vs, size
     else
         put_str(t, r, "name", tr_printf(t, "%s/%s.%zu", vs->meta.namespace_, vs->meta.name, hi));
     emit_match(t, r, m);
-    emit_action(t, r, h, vh_port, &tpf);
+    ra = emit_action(t, r, h, vh_port, &tpf);
+    if (t->grpc) {
+        emit_grpc_extras(t, r, ra, vs, hi);
+        return;
+    }
     if (h->fault || h->retries || h->cors_policy || h->timeout_ms >= 0 || h->rewrite ||
         h->headers || h->redirect || h->direct_response || h->mirror || h->n_mirrors) {
         if (!tpf)
@@ -1400,9 +1574,15 @@ static void emit_vs_routes(tr *t, json_t *routes, const tr_svc *s, const tr_port
             emit_route(t, routes, vs, i, NULL, 0, port);
             continue;
         }
-        for (size_t j = 0; j < h->n_match; j++)
-            if (match_applies(t, &h->match[j], port))
-                emit_route(t, routes, vs, i, &h->match[j], j, port);
+        for (size_t j = 0; j < h->n_match; j++) {
+            if (!match_applies(t, &h->match[j], port))
+                continue;
+            /* gRPC has no query string: such a block never matches (gRPC
+             * itself would ignore the route). */
+            if (t->grpc && h->match[j].n_query_params)
+                continue;
+            emit_route(t, routes, vs, i, &h->match[j], j, port);
+        }
     }
 }
 
@@ -1443,7 +1623,10 @@ static void emit_domains(tr *t, json_t *arr, const tr_svc *s, const tr_port *pt)
         }
     }
     for (int bare = 0; bare < 2; bare++) {
-        if (bare && !(port == 80 || s->n_http == 1))
+        /* A gRPC api_listener holds one service port, and the server sends
+         * its lowest port's listener for a target without a port, whose
+         * authority is then the bare name: always list the bare forms. */
+        if (bare && !(port == 80 || s->n_http == 1 || t->grpc))
             break;
         for (size_t i = 0; i < n; i++)
             add_domain(t, arr, bare ? al[i] : tr_printf(t, "%s:%u", al[i], port), s);
@@ -1460,6 +1643,26 @@ static void emit_domains(tr *t, json_t *arr, const tr_svc *s, const tr_port *pt)
     }
 }
 
+/* The virtual host of one service host and HTTP port. */
+static json_t *emit_vhost(tr *t, json_t *vhs, const tr_svc *s, const tr_port *pt)
+{
+    json_t *vh = push_obj(t, vhs), *routes;
+
+    put_str(t, vh, "name", tr_printf(t, "%s:%u", s->key, pt->port->number));
+    emit_domains(t, put_arr(t, vh, "domains"), s, pt);
+    routes = put_arr(t, vh, "routes");
+    if (s->vs) {
+        emit_vs_routes(t, routes, s, pt);
+    } else {
+        json_t *r = push_obj(t, routes);
+        put_str(t, r, "name", "default");
+        put_str(t, put_obj(t, r, "match"), "prefix", "/");
+        put_str(t, put_obj(t, r, "route"), "cluster",
+                tr_printf(t, "outbound|%u||%s", pt->port->number, s->key));
+    }
+    return vh;
+}
+
 static json_t *emit_outbound_routes(tr *t, json_t *hcm)
 {
     json_t *rc = put_obj(t, hcm, "route_config"), *vhs;
@@ -1468,27 +1671,69 @@ static json_t *emit_outbound_routes(tr *t, json_t *hcm)
     vhs = put_arr(t, rc, "virtual_hosts");
     for (size_t i = 0; i < t->n_svcs; i++) {
         const tr_svc *s = &t->svcs[i];
-        for (size_t k = 0; k < s->n_ports; k++) {
-            const tr_port *pt = &s->ports[k];
-            json_t *vh, *routes;
-            if (!proto_is_http(pt->proto))
-                continue;
-            vh = push_obj(t, vhs);
-            put_str(t, vh, "name", tr_printf(t, "%s:%u", s->key, pt->port->number));
-            emit_domains(t, put_arr(t, vh, "domains"), s, pt);
-            routes = put_arr(t, vh, "routes");
-            if (s->vs) {
-                emit_vs_routes(t, routes, s, pt);
-            } else {
-                json_t *r = push_obj(t, routes);
-                put_str(t, r, "name", "default");
-                put_str(t, put_obj(t, r, "match"), "prefix", "/");
-                put_str(t, put_obj(t, r, "route"), "cluster",
-                        tr_printf(t, "outbound|%u||%s", pt->port->number, s->key));
-            }
-        }
+        for (size_t k = 0; k < s->n_ports; k++)
+            if (proto_is_http(s->ports[k].proto))
+                emit_vhost(t, vhs, s, &s->ports[k]);
     }
     return rc;
+}
+
+/* Whether any route of virtual host vh carries a fault for gRPC. */
+static int vhost_has_fault(json_t *vh)
+{
+    size_t i;
+    json_t *r, *routes = json_object_get(vh, "routes");
+
+    json_array_foreach(routes, i, r)
+    {
+        if (json_object_get(json_object_get(r, "typed_per_filter_config"), FAULT_NAME))
+            return 1;
+    }
+    return 0;
+}
+
+/*
+ * Proxyless gRPC: per service host and HTTP port, the Listener gRPC asks for
+ * when dialled at xds:///HOST:PORT, an api_listener whose connection manager
+ * carries the route configuration inline (no RDS round trip) with that one
+ * virtual host.  gRPC wants the router as the last filter and knows the fault
+ * filter, which is only added where a route uses it, so that a listener
+ * without faults depends on nothing but the router.  The aliases a client
+ * may dial ("reviews:9080") are served by istiod as this listener renamed,
+ * so the virtual host's domains list them all.
+ */
+static void emit_api_listeners(tr *t, json_t *listeners)
+{
+    for (size_t i = 0; i < t->n_svcs; i++) {
+        const tr_svc *s = &t->svcs[i];
+        if (s->key[0] == '*')
+            continue; /* a wildcard host is nothing a client can dial */
+        for (size_t k = 0; k < s->n_ports; k++) {
+            const tr_port *pt = &s->ports[k];
+            const char *name;
+            json_t *l, *hcm, *rc, *vh, *filters, *f;
+            if (!proto_is_http(pt->proto))
+                continue;
+            name = tr_printf(t, "%s:%u", s->key, pt->port->number);
+            l = push_obj(t, listeners);
+            put_str(t, l, "name", name);
+            hcm = put_obj(t, put_obj(t, l, "api_listener"), "api_listener");
+            put_str(t, hcm, "@type", HCM_TYPE);
+            rc = put_obj(t, hcm, "route_config");
+            put_str(t, rc, "name", name);
+            json_object_clear(t->domains); /* one route configuration per listener */
+            vh = emit_vhost(t, put_arr(t, rc, "virtual_hosts"), s, pt);
+            filters = put_arr(t, hcm, "http_filters");
+            if (vhost_has_fault(vh)) {
+                f = push_obj(t, filters);
+                put_str(t, f, "name", FAULT_NAME);
+                put_str(t, put_obj(t, f, "typed_config"), "@type", FAULT_TYPE);
+            }
+            f = push_obj(t, filters);
+            put_str(t, f, "name", ROUTER_NAME);
+            put_str(t, put_obj(t, f, "typed_config"), "@type", ROUTER_TYPE);
+        }
+    }
 }
 
 /* ---- http filters --------------------------------------------------------------------------- */
@@ -1682,10 +1927,11 @@ static void check_proxy(tr *t)
 {
     const wf_proxy_info *p = t->p;
 
-    if (p->role && !streq(p->role, "proxy"))
+    t->grpc = streq(p->role, "grpc");
+    if (p->role && !streq(p->role, "proxy") && !t->grpc)
         fail(t,
-             "translate: role \"%s\" is not supported yet (only \"proxy\"): Gateway "
-             "listeners are not translated yet",
+             "translate: role \"%s\" is not supported yet (only \"proxy\" and \"grpc\"): "
+             "Gateway listeners are not translated yet",
              p->role);
     if (!p->namespace_ || !p->namespace_[0])
         fail(t, "translate: the workload has no namespace (set --namespace)");
@@ -1723,14 +1969,18 @@ static void translate_all(tr *t)
     build_registry(t);
     emit_clusters(t, clusters, endpoints);
 
-    hcm = emit_listener(t, listeners, "virtualOutbound",
-                        p->outbound_addr ? p->outbound_addr : "127.0.0.1",
-                        p->outbound_port ? p->outbound_port : 15001, "OUTBOUND", "outbound");
-    emit_outbound_routes(t, hcm);
-    emit_http_filters(t, hcm);
-    if (p->app_port > 0)
-        emit_inbound(t, listeners, clusters, endpoints);
-
+    if (t->grpc) {
+        /* A proxyless client has no listening sockets and no inbound side. */
+        emit_api_listeners(t, listeners);
+    } else {
+        hcm = emit_listener(t, listeners, "virtualOutbound",
+                            p->outbound_addr ? p->outbound_addr : "127.0.0.1",
+                            p->outbound_port ? p->outbound_port : 15001, "OUTBOUND", "outbound");
+        emit_outbound_routes(t, hcm);
+        emit_http_filters(t, hcm);
+        if (p->app_port > 0)
+            emit_inbound(t, listeners, clusters, endpoints);
+    }
     dump = json_dumps(t->bundle, JSON_COMPACT | JSON_SORT_KEYS);
     if (!dump)
         OOM(t);

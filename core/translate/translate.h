@@ -14,7 +14,7 @@
  * JSON and the same version_info.
  *
  * The rules it applies are written in docs/resources.md, "Translation
- * rules".
+ * rules" (and "Proxyless gRPC" for role "grpc").
  */
 #ifndef WF_TRANSLATE_TRANSLATE_H
 #define WF_TRANSLATE_TRANSLATE_H
@@ -28,7 +28,9 @@
 /* The workload a translation is for.  Every pointer is borrowed for the
  * duration of the call. */
 typedef struct wf_proxy_info {
-    const char *role;            /* "proxy" (NULL means "proxy"); "gateway" later */
+    const char *role;            /* "proxy" (NULL means "proxy"), or "grpc": a proxyless
+                                    gRPC client (api_listeners, see docs/resources.md);
+                                    "gateway" later */
     const char *namespace_;      /* required */
     const char *service_account; /* may be NULL */
     const char *const *labels;   /* k0, v0, k1, v1, ..., NULL; NULL = no labels */
@@ -36,7 +38,7 @@ typedef struct wf_proxy_info {
     int outbound_port;           /* 0 = 15001 */
     const char *inbound_addr;    /* listener virtualInbound; NULL = "0.0.0.0" */
     int inbound_port;            /* 0 = 15006 */
-    int app_port;                /* 0: no inbound listener */
+    int app_port;                /* 0: no inbound listener (ignored for "grpc") */
 } wf_proxy_info;
 
 /*

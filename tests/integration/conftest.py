@@ -12,10 +12,16 @@ Fixtures:
               0 with no sanitizer report on stderr.
     backend   factory: backend(name) -> a running Backend.
     weft_bin  the binary's path (fails the test with a hint when missing).
+    istiod    factory: istiod(files={name: yaml}, **start_args) -> a started
+              Istiod (xDS mode; see the section "xDS mode" below).
+    weft_xds  factory: weft_xds(istiod, name, services=..., **start_args)
+              -> a started XdsWeft, a proxy configured by that istiod.
 
 Helpers: curl(), curl_many(), raw_exchange(), read_response(), the YAML
 builders service_entry(), workload_entry(), destination_rule(), and
-free_ports(), wait_until().
+free_ports(), wait_until(); for xDS mode workload(), wait_endpoints(),
+cluster_endpoints(), outbound_cluster(), xds_versions(), http_get() and
+parse_prometheus() (a strict Prometheus text-format parser).
 """
 import json
 import os
@@ -729,3 +735,600 @@ def reviews(backend):
                           for v, b in bs.items())
                 + destination_rule("reviews"))
     return Mesh
+
+
+# --------------------------------------------------------------------------
+# xDS mode: istiod and proxies that take their config from it
+#
+# Fixtures:
+#     istiod    factory: istiod(files={name: yaml}, start=True, **start_args)
+#               -> a started Istiod (config dir, free xDS and monitoring
+#               ports, /ready polled); stopped with SIGTERM at teardown,
+#               exit 0 and no sanitizer report required.
+#     weft_xds  factory: weft_xds(istiod, name, services=("reviews:9080",),
+#               app_port=..., labels=..., **start_args) -> a started XdsWeft
+#               (a Weft whose command uses --xds instead of --config-dir).
+#
+# Helpers: http_get(), cluster_endpoints(), parse_prometheus(),
+# prometheus_client_check().
+
+def http_get(port, path, method="GET", timeout=5):
+    """(status, body bytes, headers dict lower-case) from 127.0.0.1:port."""
+    import http.client
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        c.request(method, path)
+        r = c.getresponse()
+        return r.status, r.read(), {k.lower(): v for k, v in r.getheaders()}
+    finally:
+        c.close()
+
+
+class Istiod:
+    """One `weft --role=istiod` process with its own config dir and ports.
+
+    Attributes: xds_port, mon_port, config_dir, proc, and xds_addr
+    ("127.0.0.1:PORT", what proxies get as --xds).  restart() starts a new
+    process with the same command and ports (after kill() or stop());
+    each run's stderr goes to its own file and stderr() joins them."""
+
+    def __init__(self, binary, workdir, name="istiod"):
+        self.binary = binary
+        self.name = name
+        self.dir = pathlib.Path(workdir) / name
+        self.config_dir = self.dir / "config"
+        self.config_dir.mkdir(parents=True)
+        (self.dir / "tmp").mkdir()
+        self.xds_port, self.mon_port = free_ports(2)
+        self.proc = None
+        self.args = []
+        self.runs = 0
+        self.rc = None
+        self.checked = False
+        self.killed = False
+        self._files = []
+
+    @property
+    def xds_addr(self):
+        return "127.0.0.1:%d" % self.xds_port
+
+    @property
+    def mon_addr(self):
+        return "127.0.0.1:%d" % self.mon_port
+
+    def write(self, text, filename="config.yaml"):
+        """Writes a config file atomically (a temporary file outside the
+        config dir renamed into it), as editors that save by rename do, so
+        istiod never reads half a file.  Returns the path."""
+        path = self.config_dir / filename
+        tmp = self.dir / "tmp" / filename
+        tmp.write_text(dedent(text) if text.startswith("\n") else text)
+        os.replace(tmp, path)
+        return path
+
+    def write_in_place(self, text, filename="config.yaml"):
+        """Rewrites a config file in place (truncate + write), as `>` does."""
+        path = self.config_dir / filename
+        with open(path, "w") as f:
+            f.write(dedent(text) if text.startswith("\n") else text)
+        return path
+
+    def remove(self, filename):
+        (self.config_dir / filename).unlink()
+
+    def command(self, registry_grace=None, log_level=None, extra=()):
+        args = [self.binary, "--role=istiod", "--config-dir", str(self.config_dir),
+                "--xds-listen", self.xds_addr, "--monitoring=" + self.mon_addr]
+        if registry_grace is not None:
+            args += ["--registry-grace", str(registry_grace)]
+        if log_level:
+            args.append("--log-level=" + log_level)
+        return args + list(extra)
+
+    def start(self, wait=True, argv=None, **kw):
+        self.args = list(argv) if argv else self.command(**kw)
+        return self._spawn(wait)
+
+    def restart(self, wait=True):
+        """Starts the same command again (the previous run must be over)."""
+        assert not self.running(), "istiod %s is still running" % self.name
+        return self._spawn(wait)
+
+    def _spawn(self, wait):
+        self.close()
+        self.runs += 1
+        self.checked = False
+        self.killed = False
+        self.rc = None
+        out = open(self.dir / ("stdout.%d.log" % self.runs), "wb")
+        err = open(self.dir / ("stderr.%d.log" % self.runs), "wb")
+        self._files = [out, err]
+        self.proc = subprocess.Popen(self.args, stdout=out, stderr=err, env=CHILD_ENV,
+                                     start_new_session=True)
+        if wait:
+            self.wait_ready()
+        return self
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def stderr(self, run=None):
+        """stderr of one run (1-based), or of every run joined."""
+        runs = [run] if run else range(1, self.runs + 1)
+        out = []
+        for i in runs:
+            p = self.dir / ("stderr.%d.log" % i)
+            if p.exists():
+                out.append(p.read_text(errors="replace"))
+        return "".join(out)
+
+    def describe(self):
+        return "istiod %s\n  command: %s\n  stderr (run %d):\n%s" % (
+            self.name, " ".join(map(str, self.args)), self.runs,
+            textwrap.indent(self.stderr(self.runs)[-4000:], "    "))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def get(self, path, timeout=5):
+        """(status, body bytes) from the monitoring listener."""
+        status, body, _ = http_get(self.mon_port, path, timeout=timeout)
+        return status, body
+
+    def get_json(self, path):
+        status, body = self.get(path)
+        assert status == 200, "GET %s on istiod's monitoring port: %d %r\n%s" % (
+            path, status, body[:500], self.describe())
+        try:
+            return json.loads(body)
+        except ValueError as e:
+            raise AssertionError("GET %s: not JSON (%s): %r" % (path, e, body[:500]))
+
+    def config_status(self):
+        """/debug/config_status: {"ok": bool, "errors": [...], "version": "..."}."""
+        return self.get_json("/debug/config_status")
+
+    def syncz(self):
+        """/debug/syncz: one entry per connected proxy."""
+        out = self.get_json("/debug/syncz")
+        assert isinstance(out, list), "/debug/syncz is not a JSON list: %r" % (out,)
+        return out
+
+    def metrics(self):
+        """/metrics as text (status 200 asserted)."""
+        status, body = self.get("/metrics")
+        assert status == 200, "GET /metrics: %d %r" % (status, body[:300])
+        return body.decode()
+
+    def wait_ready(self, timeout=DEADLINE):
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("istiod exited with %d before it was ready\n%s"
+                                     % (self.proc.returncode, self.describe()))
+            try:
+                return self.get("/ready", timeout=2)[0] == 200
+            except OSError:
+                return False
+        try:
+            wait_until(ready, "istiod %s to answer 200 on /ready" % self.name, timeout)
+        except AssertionError as e:
+            if "before it was ready" in str(e):
+                raise
+            raise AssertionError("%s\n%s" % (e, self.describe()))
+
+    def kill(self):
+        """SIGKILL, as a crash: no clean exit is asked of this run."""
+        assert self.running(), "istiod %s is not running" % self.name
+        self.proc.kill()
+        self.proc.wait()
+        self.killed = True
+        self.checked = True
+        self.close()
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
+        """Sends sig and asserts a clean exit: code 0, no sanitizer report."""
+        if self.running():
+            self.proc.send_signal(sig)
+            try:
+                self.rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("istiod %s ignored signal %d for %.0fs\n%s"
+                                     % (self.name, sig, timeout, self.describe()))
+            assert self.rc == 0, "istiod %s exited %d after signal %d\n%s" % (
+                self.name, self.rc, sig, self.describe())
+        self.check_stderr()
+
+    def check_stderr(self):
+        self.checked = True
+        bad = sanitizer_lines(self.stderr())
+        assert not bad, "istiod %s: sanitizer report on stderr\n%s" % (self.name, self.describe())
+
+    def close(self):
+        for f in self._files:
+            f.close()
+        self._files = []
+
+    def teardown(self):
+        try:
+            if self.proc is not None:
+                if self.running():
+                    self.stop()
+                elif not self.checked:
+                    self.proc.wait()
+                    self.check_stderr()
+        finally:
+            if self.running():
+                self.proc.kill()
+                self.proc.wait()
+            self.close()
+
+
+class XdsWeft(Weft):
+    """A `weft --role=proxy --xds ADDR` process.  Like Weft, plus
+    services (the --service NAME:PORT it registers) and node_name (its
+    --name, so tests can find it in /debug/syncz and proxy-status)."""
+
+    def __init__(self, binary, workdir, name, istiod):
+        super().__init__(binary, workdir, name)
+        self.istiod = istiod
+        self.services = ()
+        self.namespace = "default"
+
+    @property
+    def node_name(self):
+        return self.name
+
+    @property
+    def node_id(self):
+        """The node id the contract prescribes for namespace default."""
+        return "sidecar~127.0.0.1~%s.%s~%s.svc.cluster.local" % (
+            self.name, self.namespace, self.namespace)
+
+    @property
+    def inbound_addr(self):
+        return "127.0.0.1:%d" % self.in_port
+
+    def command(self, xds=None, services=(), namespace="default", service_account=None,
+                labels=None, app_port=None, concurrency=1, node_name=None, instance_ip=None,
+                plugin_dirs=(), module_dir=None, seed=None, log_level=None, extra=()):
+        self.services = tuple(services)
+        self.namespace = namespace
+        args = [self.binary, "--role=proxy", "--xds", xds or self.istiod.xds_addr,
+                "--namespace", namespace,
+                "--service-account=" + (service_account or (labels or {}).get("app", "default")),
+                "--outbound=127.0.0.1:%d" % self.out_port,
+                "--inbound", "127.0.0.1:%d" % self.in_port,
+                "--admin=127.0.0.1:%d" % self.admin_port,
+                "--concurrency", str(concurrency),
+                "--name", node_name or self.name]
+        for s in services:
+            args += ["--service", s]
+        if labels:
+            args.append("--labels=" + ",".join("%s=%s" % kv for kv in labels.items()))
+        if app_port is not None:
+            args += ["--app-port", str(app_port)]
+        if instance_ip:
+            args += ["--instance-ip", instance_ip]
+        for d in plugin_dirs:
+            args += ["--plugin-dir", str(d)]
+        if module_dir:
+            args.append("--module-dir=" + str(module_dir))
+        if seed is not None:
+            args.append("--seed=%d" % seed)
+        if log_level:
+            args.append("--log-level=" + log_level)
+        return args + list(extra)
+
+    def ready(self):
+        try:
+            return self.admin("/ready", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+
+def cluster_endpoints(dump, cluster):
+    """{"ADDR:PORT", ...} of one cluster's ClusterLoadAssignment in a
+    /config_dump (empty set when the cluster has no assignment)."""
+    out = set()
+    for cla in dump.get("endpoints") or []:
+        if cla.get("cluster_name") != cluster:
+            continue
+        for loc in cla.get("endpoints") or []:
+            for lb in loc.get("lb_endpoints") or []:
+                sa = lb["endpoint"]["address"]["socket_address"]
+                out.add("%s:%d" % (sa["address"], int(sa["port_value"])))
+    return out
+
+
+# ---- Prometheus text exposition format (version 0.0.4), parsed strictly
+
+_PROM_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_PROM_LABEL = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+_PROM_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+
+
+def _prom_value(s, where):
+    if s in ("+Inf", "Inf"):
+        return float("inf")
+    if s == "-Inf":
+        return float("-inf")
+    if s == "NaN":
+        return float("nan")
+    if not re.fullmatch(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?", s):
+        raise AssertionError("%s: %r is not a number" % (where, s))
+    return float(s)
+
+
+def _prom_labels(s, i, where):
+    """Parses {k="v",...} starting at s[i] == '{'; returns (dict, next i)."""
+    labels = {}
+    i += 1
+    while True:
+        if s[i:i + 1] == "}":
+            return labels, i + 1
+        m = _PROM_LABEL.match(s, i)
+        if not m:
+            raise AssertionError("%s: bad label name at column %d" % (where, i + 1))
+        key = m.group(0)
+        i = m.end()
+        if s[i:i + 2] != '="':
+            raise AssertionError("%s: label %s: expected =\" at column %d" % (where, key, i + 1))
+        i += 2
+        val = []
+        while True:
+            if i >= len(s):
+                raise AssertionError("%s: unterminated label value" % where)
+            c = s[i]
+            if c == "\\":
+                nxt = s[i + 1:i + 2]
+                if nxt not in ("\\", '"', "n"):
+                    raise AssertionError("%s: bad escape \\%s in label %s" % (where, nxt, key))
+                val.append("\n" if nxt == "n" else nxt)
+                i += 2
+            elif c == '"':
+                i += 1
+                break
+            elif c == "\n":
+                raise AssertionError("%s: newline in label value" % where)
+            else:
+                val.append(c)
+                i += 1
+        if key in labels:
+            raise AssertionError("%s: label %s given twice" % (where, key))
+        labels[key] = "".join(val)
+        if s[i:i + 1] == ",":
+            i += 1
+        elif s[i:i + 1] != "}":
+            raise AssertionError("%s: expected , or } at column %d" % (where, i + 1))
+
+
+def parse_prometheus(text):
+    """Parses Prometheus text format 0.0.4 strictly.  Returns
+    {family: {"type": t, "help": h, "samples": [(name, labels, value)]}}.
+    Fails on: malformed lines, a TYPE after the family's samples or given
+    twice, samples of one family not together, a duplicate series, sample
+    names that do not belong to their family's type, and histograms whose
+    buckets are not cumulative, lack +Inf, or disagree with _count."""
+    fams = {}
+    seen_series = set()
+    order = []  # family of each sample line, to check grouping
+    if text and not text.endswith("\n"):
+        raise AssertionError("metrics text does not end with a newline")
+
+    def family_of(name):
+        for suffix in ("_bucket", "_sum", "_count"):
+            base = name[:-len(suffix)] if name.endswith(suffix) else None
+            if base and base in fams and fams[base]["type"] in ("histogram", "summary"):
+                return base
+        return name
+
+    for lineno, line in enumerate(text.split("\n")[:-1] if text else [], 1):
+        where = "metrics line %d %r" % (lineno, line[:120])
+        if line.strip() == "":
+            continue
+        if line.startswith("#"):
+            parts = line.split(None, 3)
+            if len(parts) >= 2 and parts[1] in ("HELP", "TYPE"):
+                if len(parts) < 3 or not _PROM_NAME.fullmatch(parts[2]):
+                    raise AssertionError("%s: bad metric name" % where)
+                name = parts[2]
+                f = fams.setdefault(name, {"type": None, "help": None, "samples": []})
+                if parts[1] == "TYPE":
+                    t = parts[3].strip() if len(parts) > 3 else ""
+                    if t not in _PROM_TYPES:
+                        raise AssertionError("%s: unknown type %r" % (where, t))
+                    if f["type"] is not None:
+                        raise AssertionError("%s: second TYPE line for %s" % (where, name))
+                    if f["samples"]:
+                        raise AssertionError("%s: TYPE after samples of %s" % (where, name))
+                    f["type"] = t
+                else:
+                    if f["help"] is not None:
+                        raise AssertionError("%s: second HELP line for %s" % (where, name))
+                    f["help"] = parts[3] if len(parts) > 3 else ""
+            continue  # other comments are allowed
+        m = _PROM_NAME.match(line)
+        if not m:
+            raise AssertionError("%s: does not start with a metric name" % where)
+        name = m.group(0)
+        i = m.end()
+        labels = {}
+        if line[i:i + 1] == "{":
+            labels, i = _prom_labels(line, i, where)
+        if line[i:i + 1] != " ":
+            raise AssertionError("%s: expected a space before the value" % where)
+        rest = line[i + 1:].strip().split(" ")
+        if len(rest) not in (1, 2):
+            raise AssertionError("%s: expected VALUE [TIMESTAMP]" % where)
+        value = _prom_value(rest[0], where)
+        if len(rest) == 2 and not re.fullmatch(r"-?\d+", rest[1]):
+            raise AssertionError("%s: bad timestamp" % where)
+        fam = family_of(name)
+        f = fams.setdefault(fam, {"type": None, "help": None, "samples": []})
+        t = f["type"] or "untyped"
+        if t in ("histogram", "summary") and name == fam:
+            if t == "histogram":
+                raise AssertionError("%s: histogram %s sample without _bucket/_sum/_count"
+                                     % (where, fam))
+        if t in ("counter", "gauge", "untyped") and name != fam:
+            raise AssertionError("%s: sample name differs from family %s" % (where, fam))
+        if t == "histogram" and name.endswith("_bucket") and "le" not in labels:
+            raise AssertionError("%s: histogram bucket without le" % where)
+        if t == "counter" and value < 0:
+            raise AssertionError("%s: negative counter" % where)
+        key = (name, tuple(sorted(labels.items())))
+        if key in seen_series:
+            raise AssertionError("%s: series given twice" % where)
+        seen_series.add(key)
+        if order and order[-1] != fam and fam in order:
+            raise AssertionError("%s: samples of %s are not together" % (where, fam))
+        order.append(fam)
+        f["samples"].append((name, labels, value))
+
+    for fam, f in fams.items():
+        if f["type"] != "histogram":
+            continue
+        groups = {}
+        for name, labels, value in f["samples"]:
+            rest = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
+            g = groups.setdefault(rest, {"buckets": [], "sum": None, "count": None})
+            if name.endswith("_bucket"):
+                g["buckets"].append((_prom_value(labels["le"], "%s le" % fam), value))
+            elif name.endswith("_sum"):
+                g["sum"] = value
+            else:
+                g["count"] = value
+        for rest, g in groups.items():
+            what = "histogram %s%s" % (fam, dict(rest) if rest else "")
+            les = [le for le, _ in g["buckets"]]
+            if les != sorted(les):
+                raise AssertionError("%s: buckets not in increasing le order: %s" % (what, les))
+            if not les or les[-1] != float("inf"):
+                raise AssertionError("%s: no le=\"+Inf\" bucket" % what)
+            counts = [c for _, c in g["buckets"]]
+            if any(b < a for a, b in zip(counts, counts[1:])):
+                raise AssertionError("%s: bucket counts not cumulative: %s" % (what, counts))
+            if g["count"] is None or g["sum"] is None:
+                raise AssertionError("%s: missing _count or _sum" % what)
+            if g["count"] != counts[-1]:
+                raise AssertionError("%s: _count %s != +Inf bucket %s"
+                                     % (what, g["count"], counts[-1]))
+    return fams
+
+
+def prometheus_client_check(text):
+    """Parses text with prometheus_client's parser as well when the
+    python3-prometheus-client package is installed; returns the family
+    names it saw, or None when the package is missing."""
+    try:
+        from prometheus_client.parser import text_string_to_metric_families
+    except ImportError:
+        return None
+    return {f.name for f in text_string_to_metric_families(text)}
+
+
+@pytest.fixture
+def istiod(tmp_path, weft_bin):
+    """Factory: istiod(files=None, name="istiod", start=True, **start_args)
+    -> an Istiod (start_args: registry_grace, log_level, extra, wait)."""
+    made = []
+
+    def make(files=None, name=None, start=True, **kw):
+        d = Istiod(weft_bin, tmp_path, name or ("istiod" if not made else "istiod%d" % len(made)))
+        made.append(d)
+        for fname, text in (files or {}).items():
+            d.write(text, fname)
+        if start:
+            d.start(**kw)
+        return d
+
+    yield make
+    errors = []
+    for d in made:
+        try:
+            d.teardown()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+@pytest.fixture
+def weft_xds(tmp_path, weft_bin, istiod):
+    """Factory: weft_xds(istiod, name, services=(), app_port=None,
+    labels=None, start=True, wait=True, **start_args) -> an XdsWeft.
+    Proxies are stopped (SIGTERM, exit 0, no sanitizer report) before
+    istiod, since this fixture depends on `istiod`."""
+    made = []
+
+    def make(control, name=None, start=True, **kw):
+        w = XdsWeft(weft_bin, tmp_path, name or "proxy%d" % len(made), control)
+        made.append(w)
+        if start:
+            w.start(**kw)
+        return w
+
+    yield make
+    errors = []
+    for w in made:
+        try:
+            w.teardown()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
+def xds_versions(dump):
+    """The xDS versions a proxy's /config_dump reports: {"LDS": v, "CDS":
+    v, "EDS": v} (upper-case type names), plus "bundle": the applied
+    snapshot's version_info."""
+    out = {"bundle": dump.get("version_info")}
+    x = dump.get("xds")
+    assert isinstance(x, dict), "/config_dump has no \"xds\" object: keys %s" % sorted(dump)
+    for k, v in x.items():
+        if isinstance(v, dict):
+            v = v.get("version") or v.get("version_info") or v.get("acked")
+        if k.upper() in ("LDS", "CDS", "EDS"):
+            out[k.upper()] = v
+    return out
+
+
+def outbound_cluster(host, port=9080, subset="", ns="default"):
+    """Istio's cluster name for a service (short host resolved in ns)."""
+    if "." not in host:
+        host = "%s.%s.svc.cluster.local" % (host, ns)
+    return "outbound|%d|%s|%s" % (port, subset, host)
+
+
+def wait_endpoints(proxy, cluster, want, timeout=DEADLINE):
+    """Polls proxy's /config_dump until the endpoints of cluster are
+    exactly the set want ({"ADDR:PORT", ...}); returns the dump."""
+    want = set(want)
+    seen = [None]
+
+    def ok():
+        d = proxy.config_dump()
+        seen[0] = cluster_endpoints(d, cluster)
+        return d if seen[0] == want else None
+    try:
+        return wait_until(ok, "%s to have endpoints %s in %s" % (proxy.name, sorted(want), cluster),
+                          timeout, interval=0.05)
+    except AssertionError as e:
+        raise AssertionError("%s; last seen %s\n%s" % (e, sorted(seen[0] or ()),
+                                                      proxy.describe()))
+
+
+def workload(weft_xds, backend, control, name, app, version="v1", port=9080, serve=True, **kw):
+    """A workload in xDS mode: a backend NAME and a proxy NAME registering
+    APP:PORT with labels app=APP,version=VERSION, its inbound listener
+    forwarding to the backend.  serve=False: a client-only proxy (no
+    --service, no app).  The proxy gets .backend (or None)."""
+    b = backend(name) if serve else None
+    w = weft_xds(control, name=name, services=("%s:%d" % (app, port),) if serve else (),
+                 app_port=b.port if b else None, labels={"app": app, "version": version}, **kw)
+    w.backend = b
+    return w

@@ -252,8 +252,8 @@ TEST(split_90_10_between_subsets)
                " \"total_weight\": 100}}");
     CHECK_JSON(
         json_object_get(r, "typed_per_filter_config"),
-        "{\"fault\": {\"delay\": {\"fixedDelay\": \"2s\", \"percentage\": {\"value\": 50.0}},"
-        "            \"abort\": {\"httpStatus\": 503, \"percentage\": {\"value\": 10.0}}},"
+        "{\"fault\": {\"delay\": {\"fixedDelay\": \"2s\", \"percentage\": {\"value\": 50}},"
+        "            \"abort\": {\"httpStatus\": 503, \"percentage\": {\"value\": 10}}},"
         " \"retry\": {\"attempts\": 3, \"perTryTimeout\": \"0.5s\","
         "            \"retryOn\": \"5xx,connect-failure\"},"
         " \"router\": {\"timeout\": \"1.5s\","
@@ -702,6 +702,355 @@ TEST(failure_midway_frees_everything)
     json_decref(b);
 }
 
+/* ---- proxyless gRPC (role "grpc") ------------------------------------------------------------ */
+
+static wf_config *grpcfix;
+
+#define GREVIEWS "reviews.default.svc.cluster.local"
+#define GRATINGS "ratings.default.svc.cluster.local"
+#define HCM_AT                                                                                     \
+    "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3."             \
+    "HttpConnectionManager"
+#define ROUTER_FILTER                                                                              \
+    "{\"name\": \"envoy.filters.http.router\", \"typed_config\": {\"@type\": "                     \
+    "\"type.googleapis.com/envoy.extensions.filters.http.router.v3.Router\"}}"
+
+static json_t *run_grpc(const wf_config *c, const char *ns)
+{
+    char err[256];
+    /* What istiod passes for a proxyless client: its namespace, nothing else
+     * (the ports must be ignored). */
+    wf_proxy_info p = {.role = "grpc", .namespace_ = ns, .app_port = 8080};
+    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+
+    if (c && !b)
+        fprintf(stderr, "wf_translate (grpc) failed: %s\n", err);
+    return b;
+}
+
+/* The HttpConnectionManager of api_listener `name`. */
+static json_t *api_hcm(json_t *b, const char *name)
+{
+    return json_object_get(json_object_get(listener(b, name), "api_listener"), "api_listener");
+}
+
+static json_t *api_vhost(json_t *b, const char *name)
+{
+    json_t *rc = json_object_get(api_hcm(b, name), "route_config");
+
+    return json_array_get(json_object_get(rc, "virtual_hosts"), 0);
+}
+
+static json_t *api_route(json_t *b, const char *lname, const char *rname)
+{
+    return by(json_object_get(api_vhost(b, lname), "routes"), "name", rname);
+}
+
+static const char *api_route_names(json_t *b, const char *lname)
+{
+    static char buf[2048];
+    size_t i, n = 0;
+    json_t *r;
+
+    buf[0] = 0;
+    json_array_foreach(json_object_get(api_vhost(b, lname), "routes"), i, r) n +=
+        (size_t)snprintf(buf + n, sizeof(buf) - n, "%s%s", n ? " " : "",
+                         json_string_value(json_object_get(r, "name")));
+    return buf;
+}
+
+/* Names of the elements of array arr (field key), sorted, joined. */
+static const char *names_of(json_t *arr, const char *key)
+{
+    static char buf[4096];
+    const char *v[128];
+    size_t i, n = 0, len = 0;
+    json_t *e;
+
+    json_array_foreach(arr, i, e) if (n < 128) v[n++] = json_string_value(json_object_get(e, key));
+    for (size_t a = 0; a < n; a++)
+        for (size_t c = a + 1; c < n; c++)
+            if (strcmp(v[a], v[c]) > 0) {
+                const char *x = v[a];
+                v[a] = v[c];
+                v[c] = x;
+            }
+    buf[0] = 0;
+    for (i = 0; i < n; i++)
+        len += (size_t)snprintf(buf + len, sizeof(buf) - len, "%s%s", i ? " " : "", v[i]);
+    return buf;
+}
+
+/* Every key anywhere under v; counts the objects that have key k. */
+static size_t count_key(json_t *v, const char *k)
+{
+    size_t n = 0, i;
+    const char *key;
+    json_t *x;
+
+    if (json_is_object(v)) {
+        json_object_foreach(v, key, x) n += (strcmp(key, k) == 0) + count_key(x, k);
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) n += count_key(x, k);
+    }
+    return n;
+}
+
+TEST(grpc_fixture_loads)
+{
+    CHECK(grpcfix != NULL);
+}
+
+/* A service without VirtualService: the whole listener, cluster and
+ * assignment, exactly. */
+TEST(grpc_listener_cluster_endpoints_shape)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+
+    CHECK_JSON(listener(b, GRATINGS ":7070"),
+               "{\"name\": \"" GRATINGS ":7070\", \"api_listener\": {\"api_listener\": {"
+               "\"@type\": \"" HCM_AT "\","
+               "\"route_config\": {\"name\": \"" GRATINGS ":7070\", \"virtual_hosts\": [{"
+               "  \"name\": \"" GRATINGS ":7070\","
+               "  \"domains\": [\"" GRATINGS ":7070\", \"ratings:7070\", \"ratings.default:7070\","
+               "              \"ratings.default.svc:7070\", \"" GRATINGS "\", \"ratings\","
+               "              \"ratings.default\", \"ratings.default.svc\"],"
+               "  \"routes\": [{\"name\": \"default\", \"match\": {\"prefix\": \"/\"},"
+               "              \"route\": {\"cluster\": \"outbound|7070||" GRATINGS "\"}}]}]},"
+               "\"http_filters\": [" ROUTER_FILTER "]}}}");
+    CHECK_JSON(
+        cluster(b, "outbound|7070||" GRATINGS),
+        "{\"name\": \"outbound|7070||" GRATINGS "\", \"type\": \"EDS\","
+        " \"eds_cluster_config\": {\"eds_config\": {\"ads\": {}, \"resource_api_version\":"
+        " \"V3\"}, \"service_name\": \"outbound|7070||" GRATINGS "\"},"
+        " \"lb_policy\": \"ROUND_ROBIN\", \"connect_timeout\": \"10s\","
+        " \"metadata\": {\"filter_metadata\": {\"istio\": {\"services\": [{\"host\": \"" GRATINGS
+        "\", \"name\": \"ratings\", \"namespace\": \"default\"}]}}}}");
+    CHECK_JSON(cla(b, "outbound|7070||" GRATINGS),
+               "{\"cluster_name\": \"outbound|7070||" GRATINGS "\", \"endpoints\": [{"
+               " \"locality\": {}, \"load_balancing_weight\": 1, \"lb_endpoints\": [{"
+               "  \"endpoint\": {\"address\": {\"socket_address\": {\"address\": \"127.0.0.7\","
+               "   \"port_value\": 17070}}}, \"health_status\": \"HEALTHY\","
+               "  \"load_balancing_weight\": 1}]}]}");
+    json_decref(b);
+}
+
+/* One api_listener per host and HTTP-family port (not TCP, not wildcard
+ * hosts), no socket listeners; clusters as for a sidecar. */
+TEST(grpc_listener_and_cluster_sets)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+    json_t *side = run(grpcfix, "default", NULL, 8080);
+    json_t *l;
+    size_t i;
+
+    CHECK_STR(names_of(json_object_get(b, "listeners"), "name"),
+              GRATINGS ":7070 " GREVIEWS ":9090 " GREVIEWS ":9091");
+    json_array_foreach(json_object_get(b, "listeners"), i, l)
+    {
+        CHECK(json_object_get(l, "address") == NULL);
+        CHECK(json_object_get(l, "filter_chains") == NULL);
+    }
+    CHECK(listener(b, "virtualInbound") == NULL && listener(b, "virtualOutbound") == NULL);
+    /* The same clusters as a sidecar, minus the sidecar's inbound one. */
+    CHECK(strstr(names_of(json_object_get(side, "clusters"), "name"), "inbound|8080||") != NULL);
+    json_array_remove(json_object_get(side, "clusters"),
+                      json_array_size(json_object_get(side, "clusters")) - 1);
+    CHECK_STR(names_of(json_object_get(b, "clusters"), "name"),
+              names_of(json_object_get(side, "clusters"), "name"));
+    CHECK_STR(names_of(json_object_get(b, "endpoints"), "cluster_name"),
+              names_of(json_object_get(b, "clusters"), "name"));
+    CHECK(cluster(b, "outbound|80||*.wild.example.com") != NULL);
+    /* The version differs from the sidecar's. */
+    CHECK(strcmp(jstr_at(b, "version_info"), jstr_at(side, "version_info")) != 0);
+    CHECK_INT(strlen(jstr_at(b, "version_info")), 16);
+    json_decref(b);
+    json_decref(side);
+}
+
+TEST(grpc_routes_in_order)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+
+    /* "query": its queryParams block left out, its uri block kept; "faulty"
+     * only on port 9091. */
+    CHECK_STR(api_route_names(b, GREVIEWS ":9090"), "canary matchers query split");
+    CHECK_STR(api_route_names(b, GREVIEWS ":9091"), "canary matchers query faulty split");
+    CHECK_JSON(api_route(b, GREVIEWS ":9090", "canary"),
+               "{\"name\": \"canary\", \"match\": {\"prefix\": \"/\", \"headers\": ["
+               " {\"name\": \"x-canary\", \"exact_match\": \"yes\"}]},"
+               " \"route\": {\"cluster\": \"outbound|9090|v3|" GREVIEWS "\"}}");
+    CHECK_JSON(api_route(b, GREVIEWS ":9091", "canary"),
+               "{\"name\": \"canary\", \"match\": {\"prefix\": \"/\", \"headers\": ["
+               " {\"name\": \"x-canary\", \"exact_match\": \"yes\"}]},"
+               " \"route\": {\"cluster\": \"outbound|9091|v3|" GREVIEWS "\"}}");
+    CHECK_JSON(api_route(b, GREVIEWS ":9090", "query"),
+               "{\"name\": \"query\", \"match\": {\"prefix\": \"/weft.test.Other/\","
+               " \"case_sensitive\": false},"
+               " \"route\": {\"cluster\": \"outbound|9090|v1|" GREVIEWS "\"}}");
+    json_decref(b);
+}
+
+/* gRPC 1.51's HeaderMatcher fields; string_match nowhere. */
+TEST(grpc_header_matchers)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+
+    CHECK_JSON(json_object_get(api_route(b, GREVIEWS ":9090", "matchers"), "match"),
+               "{\"path\": \"/weft.test.Echo/Slow\", \"headers\": ["
+               " {\"name\": \"x-present\", \"present_match\": true},"
+               " {\"name\": \"x-version\", \"prefix_match\": \"v2\"},"
+               " {\"name\": \"x-re\", \"safe_regex_match\": {\"regex\": \"a+b\"}},"
+               " {\"name\": \"x-debug\", \"present_match\": true, \"invert_match\": true},"
+               " {\"name\": \"x-mode\", \"exact_match\": \"test\", \"invert_match\": true}]}");
+    CHECK_INT(count_key(b, "string_match"), 0);
+    CHECK_INT(count_key(b, "query_parameters"), 0);
+    json_decref(b);
+}
+
+/* Weighted clusters with total_weight, zero weights left out, no weft
+ * per-filter configs; timeout as max_stream_duration; retries. */
+TEST(grpc_split_timeout_retries)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+
+    CHECK_JSON(
+        api_route(b, GREVIEWS ":9090", "split"),
+        "{\"name\": \"split\", \"match\": {\"prefix\": \"/\"}, \"route\": {"
+        " \"weighted_clusters\": {\"clusters\": ["
+        "   {\"name\": \"outbound|9090|v1|" GREVIEWS "\", \"weight\": 80},"
+        "   {\"name\": \"outbound|9090|v2|" GREVIEWS "\", \"weight\": 20}],"
+        "  \"total_weight\": 100},"
+        " \"max_stream_duration\": {\"max_stream_duration\": \"2s\"},"
+        " \"retry_policy\": {\"retry_on\": \"unavailable,cancelled\", \"num_retries\": 3}}}");
+    json_decref(b);
+}
+
+/* Istio's fault as an HTTPFault for gRPC's fault filter, which comes before
+ * the router only in the listener that needs it. */
+TEST(grpc_fault)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+
+    CHECK_JSON(
+        json_object_get(api_route(b, GREVIEWS ":9091", "faulty"), "typed_per_filter_config"),
+        "{\"envoy.filters.http.fault\": {"
+        " \"@type\": \"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\","
+        " \"delay\": {\"fixed_delay\": \"1.5s\","
+        "            \"percentage\": {\"numerator\": 30, \"denominator\": \"HUNDRED\"}},"
+        " \"abort\": {\"grpc_status\": 14,"
+        "            \"percentage\": {\"numerator\": 125000, \"denominator\": \"MILLION\"}}}}");
+    CHECK_JSON(json_object_get(api_hcm(b, GREVIEWS ":9091"), "http_filters"),
+               "[{\"name\": \"envoy.filters.http.fault\", \"typed_config\": {\"@type\": "
+               "  \"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\"}},"
+               " " ROUTER_FILTER "]");
+    CHECK_JSON(json_object_get(api_hcm(b, GREVIEWS ":9090"), "http_filters"),
+               "[" ROUTER_FILTER "]");
+    /* The only per-filter configs are faults. */
+    CHECK_INT(count_key(b, "typed_per_filter_config"), 1);
+    json_decref(b);
+}
+
+/* Subset clusters, ROUND_ROBIN whatever the rule asks (with a note), the
+ * ADS config source, no http2_protocol_options; endpoints of a subset only,
+ * each address once. */
+TEST(grpc_subset_clusters_and_endpoints)
+{
+    json_t *b = run_grpc(grpcfix, "default");
+    json_t *c = cluster(b, "outbound|9090|v3|" GREVIEWS);
+    json_t *istio = json_object_get(
+        json_object_get(json_object_get(c, "metadata"), "filter_metadata"), "istio");
+    json_t *l;
+
+    CHECK_STR(jstr_at(c, "lb_policy"), "ROUND_ROBIN");
+    CHECK(strstr(jstr_at(istio, "lb_note"), "LEAST_REQUEST") != NULL);
+    CHECK_STR(jstr_at(istio, "subset"), "v3");
+    CHECK_JSON(json_object_get(c, "eds_cluster_config"),
+               "{\"eds_config\": {\"ads\": {}, \"resource_api_version\": \"V3\"},"
+               " \"service_name\": \"outbound|9090|v3|" GREVIEWS "\"}");
+    CHECK_INT(count_key(b, "http2_protocol_options"), 0);
+    CHECK_STR(ep_at(b, "outbound|9090|v3|" GREVIEWS, 0), "127.0.0.1:50053");
+    CHECK_INT(json_array_size(lbes(b, "outbound|9090|v3|" GREVIEWS)), 1);
+    CHECK_INT(json_array_size(lbes(b, "outbound|9090||" GREVIEWS)), 3);
+    CHECK_STR(ep_at(b, "outbound|9090|v1|" GREVIEWS, 0), "127.0.0.1:50051");
+    CHECK_STR(ep_at(b, "outbound|9090|v2|" GREVIEWS, 0), "127.0.0.1:50052");
+    /* Every locality has a weight (gRPC drops a locality without one). */
+    size_t i;
+    json_array_foreach(json_object_get(b, "endpoints"), i, l)
+    {
+        json_t *loc = json_array_get(json_object_get(l, "endpoints"), 0);
+        if (loc)
+            CHECK_INT(json_integer_value(json_object_get(loc, "load_balancing_weight")), 1);
+    }
+    json_decref(b);
+}
+
+/* Another namespace: no short alias, its own VirtualService; timeout 0 and
+ * attempts 0 give nothing. */
+TEST(grpc_other_namespace)
+{
+    json_t *b = run_grpc(grpcfix, "other");
+    json_t *d = json_object_get(api_vhost(b, GRATINGS ":7070"), "domains");
+
+    CHECK_JSON(d, "[\"" GRATINGS ":7070\", \"ratings.default:7070\", \"ratings.default.svc:7070\","
+                  " \"" GRATINGS "\", \"ratings.default\", \"ratings.default.svc\"]");
+    CHECK_JSON(api_route(b, GRATINGS ":7070", "other/ratings-off.0"),
+               "{\"name\": \"other/ratings-off.0\", \"match\": {\"prefix\": \"/\"},"
+               " \"route\": {\"cluster\": \"outbound|7070||" GRATINGS "\"}}");
+    json_decref(b);
+}
+
+/* The big sidecar fixture under role grpc: whatever it holds, the output
+ * stays inside what gRPC 1.51 accepts. */
+TEST(grpc_mesh_fixture_stays_grpc_shaped)
+{
+    json_t *b = run_grpc(mesh, "default");
+    json_t *l, *c;
+    size_t i;
+
+    CHECK(b != NULL);
+    CHECK(json_array_size(json_object_get(b, "listeners")) > 0);
+    json_array_foreach(json_object_get(b, "listeners"), i, l)
+    {
+        json_t *h = json_object_get(json_object_get(l, "api_listener"), "api_listener");
+        json_t *f = json_object_get(h, "http_filters");
+        const char *name = jstr_at(l, "name");
+        CHECK(name && strchr(name, ':') && name[0] != '*');
+        CHECK_STR(jstr_at(h, "@type"), HCM_AT);
+        CHECK_STR(jstr_at(json_array_get(f, json_array_size(f) - 1), "name"),
+                  "envoy.filters.http.router");
+        CHECK_INT(
+            json_array_size(json_object_get(json_object_get(h, "route_config"), "virtual_hosts")),
+            1);
+    }
+    json_array_foreach(json_object_get(b, "clusters"), i, c)
+    {
+        CHECK_STR(jstr_at(c, "lb_policy"), "ROUND_ROBIN");
+        CHECK(json_object_get(json_object_get(c, "eds_cluster_config"), "eds_config") != NULL);
+    }
+    CHECK_INT(count_key(b, "string_match"), 0);
+    CHECK_INT(count_key(b, "query_parameters"), 0);
+    CHECK_INT(count_key(b, "typed_per_filter_config"), count_key(b, "envoy.filters.http.fault"));
+    CHECK_INT(count_key(b, "weighted_clusters"), count_key(b, "total_weight"));
+    /* The 90/10 split of the fixture, with its fault, retries and timeout. */
+    json_t *split = api_route(b, REVIEWS ":9080", "split");
+    CHECK_JSON(json_object_get(json_object_get(split, "route"), "weighted_clusters"),
+               "{\"clusters\": [{\"name\": \"outbound|9080|v1|" REVIEWS "\", \"weight\": 90},"
+               " {\"name\": \"outbound|9080|v2|" REVIEWS
+               "\", \"weight\": 10}], \"total_weight\": 100}");
+    CHECK_JSON(json_object_get(json_object_get(split, "route"), "retry_policy"),
+               "{\"retry_on\": \"5xx,connect-failure\", \"num_retries\": 3}");
+    CHECK_JSON(
+        json_object_get(json_object_get(split, "typed_per_filter_config"),
+                        "envoy.filters.http.fault"),
+        "{\"@type\": \"type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\","
+        " \"delay\": {\"fixed_delay\": \"2s\", \"percentage\": {\"numerator\": 500000,"
+        "  \"denominator\": \"MILLION\"}},"
+        " \"abort\": {\"http_status\": 503, \"percentage\": {\"numerator\": 100000,"
+        "  \"denominator\": \"MILLION\"}}}");
+    json_decref(b);
+}
+
 int main(void)
 {
     mesh = load("mesh");
@@ -726,7 +1075,22 @@ int main(void)
     }
     RUN(plugin_placement_missing_anchors);
     RUN(failure_midway_frees_everything);
-    if (mesh)
+    grpcfix = load("grpc");
+    RUN(grpc_fixture_loads);
+    if (grpcfix) {
+        RUN(grpc_listener_cluster_endpoints_shape);
+        RUN(grpc_listener_and_cluster_sets);
+        RUN(grpc_routes_in_order);
+        RUN(grpc_header_matchers);
+        RUN(grpc_split_timeout_retries);
+        RUN(grpc_fault);
+        RUN(grpc_subset_clusters_and_endpoints);
+        RUN(grpc_other_namespace);
+        wf_config_free(grpcfix);
+    }
+    if (mesh) {
+        RUN(grpc_mesh_fixture_stays_grpc_shaped);
         wf_config_free(mesh);
+    }
     return TEST_SUMMARY();
 }

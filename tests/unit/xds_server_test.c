@@ -1,0 +1,587 @@
+/* xds_server_test.c: the ADS server's per-stream bookkeeping (core/xds/server.c):
+ * subscriptions, versions, nonces, ACK, NACK, stale nonces, named
+ * subscriptions and listener aliases, without sockets; and istiod's
+ * registry of self-registered workloads merged into the config
+ * (core/istiod/registry.c). */
+#include <stdlib.h>
+#include <string.h>
+
+#include "config/config.h"
+#include "istiod/registry.h"
+#include "test.h"
+#include "xds/server.h"
+
+/* A request as a client sends it; names is NULL-terminated. */
+static wf_xds_request req(const char *type_url, const char *version, const char *nonce,
+                          const char *const *names)
+{
+    wf_xds_request r;
+
+    memset(&r, 0, sizeof(r));
+    r.type_url = (char *)type_url;
+    r.version_info = (char *)version;
+    r.response_nonce = (char *)nonce;
+    r.resource_names = (char **)names;
+    while (names && names[r.n_resource_names])
+        r.n_resource_names++;
+    return r;
+}
+
+static json_t *node(void)
+{
+    return json_pack("{s:s, s:{s:s}}", "id",
+                     "sidecar~127.0.0.1~a.default~default.svc.cluster.local", "metadata",
+                     "NAMESPACE", "default");
+}
+
+/* Frees what wf_xds_state_prepare filled (the codec's free does the same;
+ * this test does not link the codec). */
+static void resp_free(wf_xds_response *r)
+{
+    free(r->version_info);
+    free(r->type_url);
+    free(r->nonce);
+    free(r->control_plane);
+    json_decref(r->resources);
+    memset(r, 0, sizeof(*r));
+}
+
+static json_t *clusters(const char *lb)
+{
+    return json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "outbound|9080||a", "lb_policy", lb,
+                     "name", "outbound|9080||b", "lb_policy", "ROUND_ROBIN");
+}
+
+static json_t *cla(const char *name, const char *ip)
+{
+    return json_pack("{s:s, s:[{s:[{s:{s:{s:{s:s, s:i}}}}]}]}", "cluster_name", name, "endpoints",
+                     "lb_endpoints", "endpoint", "address", "socket_address", "address", ip,
+                     "port_value", 9080);
+}
+
+/* Starts a stream with its first request (CDS, wildcard). */
+static void start(wf_xds_stream_state *st, wf_xds_outcome *o)
+{
+    char err[256];
+    wf_xds_request r = req(WF_TYPE_CLUSTER, "", "", NULL);
+
+    wf_xds_state_init(st);
+    r.node = node();
+    CHECK(wf_xds_state_request(st, &r, 1000, o, err, sizeof(err)) == 0);
+    json_decref(r.node);
+}
+
+TEST(first_request_needs_node)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_request r = req(WF_TYPE_CLUSTER, "", "", NULL);
+    char err[256] = "";
+
+    wf_xds_state_init(&st);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_BAD);
+    CHECK(strstr(err, "node") != NULL);
+    wf_xds_state_free(&st);
+}
+
+TEST(first_request_subscribes_wildcard)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *all = clusters("ROUND_ROBIN");
+
+    start(&st, &o);
+    CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
+    CHECK(o.first);
+    CHECK_INT(o.type, WF_XDS_CDS);
+    CHECK(o.respond);
+    CHECK(st.t[WF_XDS_CDS].subscribed && st.t[WF_XDS_CDS].wildcard);
+    CHECK(st.node != NULL);
+
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 1);
+    CHECK_STR(resp.type_url, WF_TYPE_CLUSTER);
+    CHECK_STR(resp.nonce, "1");
+    CHECK_INT(strlen(resp.version_info), 16);
+    CHECK_INT(json_array_size(resp.resources), 2);
+    CHECK_STR(st.t[WF_XDS_CDS].sent_version, resp.version_info);
+    CHECK_STR(st.t[WF_XDS_CDS].sent_nonce, "1");
+    CHECK(st.t[WF_XDS_CDS].acked_version == NULL);
+    resp_free(&resp);
+    /* Nothing owed any more, nothing changed: no second response. */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 0);
+    /* Types never asked for get nothing. */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_LDS, all, "default", 900, &resp), 0);
+    json_decref(all);
+    wf_xds_state_free(&st);
+}
+
+TEST(ack_records_version_and_convergence)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *all = clusters("ROUND_ROBIN");
+    char err[256], v[17];
+    wf_xds_request r;
+
+    start(&st, &o);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 1);
+    snprintf(v, sizeof(v), "%s", resp.version_info);
+    resp_free(&resp);
+    r = req(WF_TYPE_CLUSTER, v, "1", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 1250, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK(!o.first);
+    CHECK(!o.respond);
+    CHECK_INT(o.converged, 350);
+    CHECK_STR(st.t[WF_XDS_CDS].acked_version, v);
+    CHECK_INT(st.t[WF_XDS_CDS].n_acks, 1);
+    /* The same ACK again is counted but not measured twice. */
+    CHECK(wf_xds_state_request(&st, &r, 1300, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK_INT(o.converged, -1);
+    json_decref(all);
+    wf_xds_state_free(&st);
+}
+
+TEST(nack_keeps_last_good_and_counts)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *good = clusters("ROUND_ROBIN"), *bad = clusters("MAGLEV");
+    char err[256], v1[17], v2[17];
+    wf_xds_request r;
+
+    start(&st, &o);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, good, "default", 0, &resp), 1);
+    snprintf(v1, sizeof(v1), "%s", resp.version_info);
+    resp_free(&resp);
+    r = req(WF_TYPE_CLUSTER, v1, "1", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
+
+    /* The content changes: a new version and nonce. */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 20, &resp), 1);
+    snprintf(v2, sizeof(v2), "%s", resp.version_info);
+    CHECK(strcmp(v1, v2) != 0);
+    CHECK_STR(resp.nonce, "2");
+    resp_free(&resp);
+
+    /* The client refuses it: same nonce, its old version, error_detail. */
+    r = req(WF_TYPE_CLUSTER, v1, "2", NULL);
+    r.has_error = 1;
+    r.error_code = 3;
+    r.error_message = "cluster outbound|9080||a: lb_policy MAGLEV is not supported";
+    CHECK(wf_xds_state_request(&st, &r, 30, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_NACK);
+    CHECK(!o.respond);
+    CHECK_STR(st.t[WF_XDS_CDS].acked_version, v1);
+    CHECK_STR(st.t[WF_XDS_CDS].sent_version, v2);
+    CHECK_STR(st.t[WF_XDS_CDS].last_nack, r.error_message);
+    CHECK_INT(st.t[WF_XDS_CDS].n_nacks, 1);
+    /* The refused content is not sent again... */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 40, &resp), 0);
+    /* ...a fix is, and its ACK clears the NACK. */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, good, "default", 50, &resp), 1);
+    CHECK_STR(resp.version_info, v1);
+    CHECK_STR(resp.nonce, "3");
+    resp_free(&resp);
+    r = req(WF_TYPE_CLUSTER, v1, "3", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 60, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK(st.t[WF_XDS_CDS].last_nack == NULL);
+    /* A NACK without a message still says something. */
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 70, &resp), 1);
+    resp_free(&resp);
+    r = req(WF_TYPE_CLUSTER, v1, "4", NULL);
+    r.has_error = 1;
+    r.error_code = 13;
+    CHECK(wf_xds_state_request(&st, &r, 80, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_NACK);
+    CHECK(st.t[WF_XDS_CDS].last_nack && strstr(st.t[WF_XDS_CDS].last_nack, "13"));
+    CHECK_INT(st.t[WF_XDS_CDS].n_nacks, 2);
+    json_decref(good);
+    json_decref(bad);
+    wf_xds_state_free(&st);
+}
+
+TEST(stale_nonce_ignored)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *a = clusters("ROUND_ROBIN"), *b = clusters("RANDOM");
+    char err[256], v1[17];
+    wf_xds_request r;
+
+    start(&st, &o);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, a, "default", 0, &resp), 1);
+    snprintf(v1, sizeof(v1), "%s", resp.version_info);
+    resp_free(&resp);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, b, "default", 0, &resp), 1);
+    resp_free(&resp);
+    /* The ACK of nonce 1 arrives after nonce 2 went out: stale. */
+    r = req(WF_TYPE_CLUSTER, v1, "1", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_STALE);
+    CHECK(!o.respond);
+    CHECK(st.t[WF_XDS_CDS].acked_version == NULL);
+    /* So is a NACK of it, and a nonce never sent. */
+    r.has_error = 1;
+    r.error_message = "old";
+    CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_STALE);
+    CHECK(st.t[WF_XDS_CDS].last_nack == NULL);
+    r = req(WF_TYPE_CLUSTER, v1, "77", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_STALE);
+    json_decref(a);
+    json_decref(b);
+    wf_xds_state_free(&st);
+}
+
+TEST(version_changes_only_with_content)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *a = clusters("ROUND_ROBIN"), *same, *c;
+    char v1[17], v2[17], v3[17];
+
+    /* The same resources built again, keys in another order. */
+    same = json_pack("[{s:s, s:s}, {s:s, s:s}]", "lb_policy", "ROUND_ROBIN", "name",
+                     "outbound|9080||a", "lb_policy", "ROUND_ROBIN", "name", "outbound|9080||b");
+    wf_xds_version(a, v1);
+    wf_xds_version(same, v2);
+    CHECK_STR(v1, v2);
+    c = clusters("RANDOM");
+    wf_xds_version(c, v3);
+    CHECK(strcmp(v1, v3) != 0);
+
+    start(&st, &o);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, a, "default", 0, &resp), 1);
+    CHECK_STR(resp.version_info, v1);
+    resp_free(&resp);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, same, "default", 0, &resp), 0);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, c, "default", 0, &resp), 1);
+    CHECK_STR(resp.version_info, v3);
+    resp_free(&resp);
+    json_decref(a);
+    json_decref(same);
+    json_decref(c);
+    wf_xds_state_free(&st);
+}
+
+TEST(eds_named_subscriptions)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *all = json_pack("[o, o, o]", cla("outbound|9080||a", "10.0.0.1"),
+                            cla("outbound|9080||b", "10.0.0.2"),
+                            cla("outbound|9080||c", "10.0.0.3"));
+    json_t *all2;
+    const char *const ba[] = {"outbound|9080||b", "outbound|9080||a", "outbound|9080||a", NULL};
+    const char *const bc[] = {"outbound|9080||c", "outbound|9080||b", "outbound|9080||zzz", NULL};
+    char err[256], v1[17], nonce[24];
+    wf_xds_request r;
+
+    start(&st, &o);
+    /* EDS without names asks for nothing (no wildcard for EDS). */
+    r = req(WF_TYPE_ENDPOINT, "", "", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
+    CHECK(!st.t[WF_XDS_EDS].wildcard);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all, "default", 0, &resp), 1);
+    CHECK_INT(json_array_size(resp.resources), 0);
+    snprintf(nonce, sizeof(nonce), "%s", resp.nonce);
+    resp_free(&resp);
+
+    /* Names come with the ACK: sorted, unique; a response is owed. */
+    r = req(WF_TYPE_ENDPOINT, "", nonce, ba);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK(o.respond);
+    CHECK_INT(st.t[WF_XDS_EDS].n_names, 2);
+    CHECK_STR(st.t[WF_XDS_EDS].names[0], "outbound|9080||a");
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all, "default", 0, &resp), 1);
+    CHECK_INT(json_array_size(resp.resources), 2);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 0), "cluster_name")),
+              "outbound|9080||a");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 1), "cluster_name")),
+              "outbound|9080||b");
+    snprintf(v1, sizeof(v1), "%s", resp.version_info);
+    snprintf(nonce, sizeof(nonce), "%s", resp.nonce);
+    resp_free(&resp);
+    r = req(WF_TYPE_ENDPOINT, v1, nonce, ba);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK(!o.respond);
+
+    /* An endpoint of an unsubscribed cluster changes: no push. */
+    all2 = json_pack("[o, o, o]", cla("outbound|9080||a", "10.0.0.1"),
+                     cla("outbound|9080||b", "10.0.0.2"), cla("outbound|9080||c", "10.9.9.9"));
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all2, "default", 0, &resp), 0);
+
+    /* The subscription changes: only what is asked for and exists. */
+    r = req(WF_TYPE_ENDPOINT, v1, nonce, bc);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK(o.respond);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all2, "default", 0, &resp), 1);
+    CHECK_INT(json_array_size(resp.resources), 2);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 0), "cluster_name")),
+              "outbound|9080||b");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 1), "cluster_name")),
+              "outbound|9080||c");
+    resp_free(&resp);
+    json_decref(all);
+    json_decref(all2);
+    wf_xds_state_free(&st);
+}
+
+TEST(lds_named_aliases)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_response resp;
+    json_t *all = json_pack("[{s:s, s:i}, {s:s, s:i}, {s:s, s:i}]", "name",
+                            "reviews.default.svc.cluster.local:9443", "n", 2, "name",
+                            "reviews.default.svc.cluster.local:9080", "n", 1, "name",
+                            "ratings.prod.svc.cluster.local:9080", "n", 3);
+    const char *const names[] = {"reviews:9080",
+                                 "reviews.default:9080",
+                                 "reviews.default.svc:9443",
+                                 "ratings.prod:9080",
+                                 "reviews",
+                                 "reviews.default.svc.cluster.local:9080",
+                                 "nosuch:80",
+                                 NULL};
+    const char *const want[][2] = {
+        {"ratings.prod:9080", "3"},        {"reviews", "1"},
+        {"reviews.default.svc.cluster.local:9080", "1"}, {"reviews.default.svc:9443", "2"},
+        {"reviews.default:9080", "1"},     {"reviews:9080", "1"},
+    };
+    char err[256];
+    wf_xds_request r = req(WF_TYPE_LISTENER, "", "", names);
+
+    start(&st, &o);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
+    CHECK(!st.t[WF_XDS_LDS].wildcard);
+    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_LDS, all, "default", 0, &resp), 1);
+    CHECK_INT(json_array_size(resp.resources), 6);
+    for (size_t i = 0; i < 6; i++) {
+        json_t *l = json_array_get(resp.resources, i);
+        char n[8];
+        snprintf(n, sizeof(n), "%d", (int)json_integer_value(json_object_get(l, "n")));
+        CHECK_STR(json_string_value(json_object_get(l, "name")), want[i][0]);
+        CHECK_STR(n, want[i][1]);
+    }
+    /* The translator's resources were copied, not renamed in place. */
+    CHECK_STR(json_string_value(json_object_get(json_array_get(all, 1), "name")),
+              "reviews.default.svc.cluster.local:9080");
+    resp_free(&resp);
+    json_decref(all);
+    wf_xds_state_free(&st);
+}
+
+TEST(unknown_type_and_reconnect_nonce)
+{
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    char err[256];
+    wf_xds_request r = req(WF_TYPE_SECRET, "", "", NULL);
+
+    start(&st, &o);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_IGNORE);
+    CHECK_INT(o.type, -1);
+    /* A client back from an earlier stream carries that stream's nonce on
+     * a type this one never answered: a new subscription. */
+    r = req(WF_TYPE_LISTENER, "0123456789abcdef", "41", NULL);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
+    CHECK(o.respond);
+    CHECK(st.t[WF_XDS_LDS].wildcard);
+    CHECK_INT(wf_xds_type_of(WF_TYPE_ENDPOINT), WF_XDS_EDS);
+    CHECK_INT(wf_xds_type_of("type.googleapis.com/nope"), -1);
+    CHECK_STR(wf_xds_type_name(WF_XDS_LDS), "LDS");
+    CHECK_STR(wf_xds_bundle_key(WF_XDS_EDS), "endpoints");
+    wf_xds_state_free(&st);
+}
+
+/* ---- registry ---------------------------------------------------------------------------- */
+
+static json_t *reg_node(const char *name, const char *svcs, const char *inbound)
+{
+    json_t *n = json_pack("{s:s, s:{s:s, s:s, s:{s:s, s:s}, s:s}}", "id", name, "metadata",
+                          "NAMESPACE", "default", "SERVICE_ACCOUNT", "sa-x", "LABELS", "app", "x",
+                          "version", name, "INSTANCE_IPS", "10.1.2.3,10.1.2.4");
+    json_t *md = json_object_get(n, "metadata");
+
+    if (svcs)
+        json_object_set_new(md, "WEFT_SERVICES", json_loads(svcs, 0, NULL));
+    if (inbound)
+        json_object_set_new(md, "WEFT_INBOUND_ADDR", json_string(inbound));
+    return n;
+}
+
+static const char *SE_YAML = "apiVersion: networking.istio.io/v1beta1\n"
+                             "kind: ServiceEntry\n"
+                             "metadata: {name: reviews, namespace: default}\n"
+                             "spec:\n"
+                             "  hosts: [reviews.default.svc.cluster.local]\n"
+                             "  location: MESH_INTERNAL\n"
+                             "  resolution: STATIC\n"
+                             "  ports:\n"
+                             "  - {number: 9080, name: http, protocol: HTTP, targetPort: 19080}\n"
+                             "  endpoints:\n"
+                             "  - address: 10.0.0.9\n";
+
+static const wf_service_entry *find_se(const wf_config *c, const char *host)
+{
+    for (size_t i = 0; i < c->n_service_entries; i++)
+        for (size_t h = 0; h < c->service_entries[i].n_hosts; h++)
+            if (strcmp(c->service_entries[i].hosts[h], host) == 0)
+                return &c->service_entries[i];
+    return NULL;
+}
+
+TEST(registry_join_leave_expire)
+{
+    wf_registry r;
+    wf_reg_workload *w, *w2;
+    json_t *n;
+    int changed;
+    char err[256];
+    uint64_t next;
+
+    wf_registry_init(&r, 3000);
+    /* No WEFT_SERVICES: nothing registered. */
+    n = reg_node("a", NULL, "127.0.0.1:15006");
+    CHECK(wf_registry_join(&r, n, &w, &changed, err, sizeof(err)) == 0);
+    CHECK(w == NULL && !changed && r.n == 0);
+    json_decref(n);
+    /* A bad inbound address is refused with a reason. */
+    n = reg_node("a", "[{\"name\": \"reviews\", \"port\": 9080}]", "nowhere");
+    CHECK(wf_registry_join(&r, n, &w, &changed, err, sizeof(err)) < 0);
+    CHECK(strstr(err, "WEFT_INBOUND_ADDR") != NULL);
+    json_decref(n);
+
+    n = reg_node("a", "[{\"name\": \"reviews\", \"port\": 9080.0}, {\"name\": \"x.other\", "
+                      "\"port\": \"81\"}]",
+                 ":16001");
+    CHECK(wf_registry_join(&r, n, &w, &changed, err, sizeof(err)) == 0);
+    CHECK(w && changed && r.n == 1);
+    CHECK_STR(w->address, "10.1.2.3"); /* the first instance IP for 0.0.0.0 */
+    CHECK_INT(w->port, 16001);
+    CHECK_INT(w->n_svcs, 2);
+    CHECK_STR(w->svcs[0].host, "reviews.default.svc.cluster.local");
+    CHECK_INT(w->svcs[0].port, 9080);
+    CHECK_STR(w->svcs[1].host, "x.other");
+    CHECK_STR(w->service_account, "sa-x");
+    /* A second stream with the same node: same entry, nothing changed. */
+    CHECK(wf_registry_join(&r, n, &w2, &changed, err, sizeof(err)) == 0);
+    CHECK(w2 == w && !changed && w->streams == 2);
+    wf_registry_leave(&r, w, 1000);
+    CHECK_INT(wf_registry_expire(&r, 100000, &next), 0); /* one stream still up */
+    wf_registry_leave(&r, w, 1000);
+    CHECK_INT(wf_registry_expire(&r, 3999, &next), 0);
+    CHECK_INT(next, 4000);
+    /* A reconnect within the grace keeps it. */
+    CHECK(wf_registry_join(&r, n, &w2, &changed, err, sizeof(err)) == 0);
+    CHECK(w2 == w && !changed && r.n == 1);
+    wf_registry_leave(&r, w, 5000);
+    CHECK_INT(wf_registry_expire(&r, 8000, &next), 1);
+    CHECK_INT(r.n, 0);
+    CHECK_INT(next, 0);
+    json_decref(n);
+    wf_registry_free(&r);
+}
+
+TEST(registry_view_merges_endpoints)
+{
+    wf_config_buf buf = {"se.yaml", SE_YAML, strlen(SE_YAML)};
+    wf_config *cfg = NULL;
+    wf_diags d = {0};
+    wf_registry r;
+    wf_reg_view v;
+    wf_reg_workload *w;
+    const wf_service_entry *se;
+    json_t *n1, *n2;
+    int changed;
+    char err[256];
+
+    CHECK(wf_config_load_bufs(&buf, 1, &cfg, &d) == 0);
+    wf_diags_free(&d);
+    if (!cfg)
+        return;
+    wf_registry_init(&r, 0);
+    n1 = reg_node("b-proxy", "[{\"name\": \"reviews\", \"port\": 9080}, {\"name\": "
+                             "\"ratings\", \"port\": 9080}]",
+                  "127.0.0.1:16002");
+    n2 = reg_node("a-proxy", "[{\"name\": \"ratings\", \"port\": 9090}]", "127.0.0.1:16001");
+    CHECK(wf_registry_join(&r, n1, &w, &changed, err, sizeof(err)) == 0);
+    CHECK(wf_registry_join(&r, n2, &w, &changed, err, sizeof(err)) == 0);
+    CHECK(wf_reg_view_build(&v, cfg, &r) == 0);
+    CHECK_INT(v.cfg.n_service_entries, 2);
+    CHECK_INT(cfg->n_service_entries, 1);
+    CHECK_INT(v.n_services, 2);
+
+    /* The configured entry keeps its endpoint and gains the proxy's, with
+     * its named port mapped to the inbound port. */
+    se = find_se(&v.cfg, "reviews.default.svc.cluster.local");
+    CHECK(se && se->n_endpoints == 2);
+    if (se && se->n_endpoints == 2) {
+        CHECK_STR(se->endpoints[0].address, "10.0.0.9");
+        CHECK_STR(se->endpoints[1].address, "127.0.0.1");
+        CHECK_INT(se->endpoints[1].n_ports, 1);
+        CHECK_STR(se->endpoints[1].ports[0].key, "http");
+        CHECK_INT(se->endpoints[1].port_numbers[0], 16002);
+        CHECK_STR(se->endpoints[1].service_account, "sa-x");
+    }
+    CHECK_INT(cfg->service_entries[0].n_endpoints, 1); /* the base is untouched */
+
+    /* A host nobody configured gets an entry of its own: both ports, both
+     * workloads (sorted by id), namespace of the first. */
+    se = find_se(&v.cfg, "ratings.default.svc.cluster.local");
+    CHECK(se != NULL);
+    if (se) {
+        CHECK_STR(se->meta.name, "weft-registry-ratings.default.svc.cluster.local");
+        CHECK_STR(se->meta.namespace_, "default");
+        CHECK_INT(se->resolution, WF_SE_RESOLUTION_STATIC);
+        CHECK_INT(se->location, WF_SE_MESH_INTERNAL);
+        CHECK_INT(se->n_ports, 2);
+        CHECK_INT(se->ports[0].number, 9080);
+        CHECK_STR(se->ports[0].name, "http-9080");
+        CHECK_STR(se->ports[0].protocol, "HTTP");
+        CHECK_INT(se->ports[1].number, 9090);
+        CHECK_INT(se->n_endpoints, 2);
+        CHECK_INT(se->endpoints[0].port_numbers[0], 16001);
+        CHECK_INT(se->endpoints[1].port_numbers[1], 16002);
+        CHECK_INT(se->endpoints[0].n_labels, 2);
+    }
+    wf_reg_view_free(&v);
+    json_decref(n1);
+    json_decref(n2);
+    wf_registry_free(&r);
+    wf_config_free(cfg);
+}
+
+int main(void)
+{
+    RUN(first_request_needs_node);
+    RUN(first_request_subscribes_wildcard);
+    RUN(ack_records_version_and_convergence);
+    RUN(nack_keeps_last_good_and_counts);
+    RUN(stale_nonce_ignored);
+    RUN(version_changes_only_with_content);
+    RUN(eds_named_subscriptions);
+    RUN(lds_named_aliases);
+    RUN(unknown_type_and_reconnect_nonce);
+    RUN(registry_join_leave_expire);
+    RUN(registry_view_merges_endpoints);
+    return TEST_SUMMARY();
+}
