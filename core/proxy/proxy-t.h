@@ -112,6 +112,7 @@ typedef struct wf_pool {
     wf_uconn *idle;  /* singly linked through uc->next_idle */
     uint32_t n_idle;
     uint32_t active; /* requests in flight on this worker */
+    uint32_t gen;    /* last snapshot adoption that referenced it */
 } wf_pool;
 
 typedef struct wf_worker {
@@ -129,6 +130,7 @@ typedef struct wf_worker {
     wf_map pools;               /* "ip:port" -> wf_pool */
     wf_pool **ep_pool;          /* by endpoint gindex, for snap */
     uint32_t *rr;               /* by cluster index, for snap */
+    uint32_t gen;               /* snapshot adoptions so far */
     uint64_t rng;
     uint64_t *stats;            /* WF_MAX_STATS counters */
     uint32_t n_dconns;
@@ -288,5 +290,14 @@ typedef struct wf_proxy_opts {
     long seed;
     long drain_timeout_ms;
 } wf_proxy_opts;
+
+/* Options of the proxy in xDS mode. */
+typedef struct wf_proxy_xds_opts {
+    const char *server;          /* --xds */
+    const char *name;            /* --name, or NULL */
+    const char *instance_ips;    /* --instance-ip values joined with ',', or NULL */
+    const char *const *services; /* --service values */
+    size_t n_services;
+} wf_proxy_xds_opts;
 
 #endif

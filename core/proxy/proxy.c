@@ -96,11 +96,16 @@ static int adopt(wf_worker *w, wf_snapshot *s)
         free(rr);
         return -1;
     }
+    w->gen++;
     for (size_t i = 0; i < s->n_cls; i++)
         for (size_t j = 0; j < s->cls[i].n_eps; j++) {
             wf_endpoint *ep = &s->cls[i].eps[j];
             ep_pool[ep->gindex] = wf_pool_get(w, &ep->addr, ep->hostport);
+            if (ep_pool[ep->gindex])
+                ep_pool[ep->gindex]->gen = w->gen;
         }
+    /* Endpoints the new configuration dropped keep no idle connections. */
+    wf_pools_retire(w, w->gen);
     free(w->ep_pool);
     free(w->rr);
     w->ep_pool = ep_pool;
@@ -801,7 +806,7 @@ int wf_proxy_run(const wf_proxy_opts *o)
     return run(o, NULL);
 }
 
-int wf_proxy_run_xds(const struct wf_proxy_opts *o, const wf_proxy_xds_opts *x)
+int wf_proxy_run_xds(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
 {
     return run(o, x);
 }

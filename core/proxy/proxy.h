@@ -140,6 +140,8 @@ void wf_upstream_detach(wf_stream *s);
 void wf_upstream_read_control(wf_stream *s, int on);
 wf_pool *wf_pool_get(wf_worker *w, const struct sockaddr_in *addr, const char *hostport);
 void wf_pools_close(wf_worker *w);
+/* Closes the idle connections of pools not marked with generation gen. */
+void wf_pools_retire(wf_worker *w, uint32_t gen);
 
 /* ---- admin.c ---- */
 int wf_admin_start(uv_loop_t *loop, const char *addr, char *err, size_t errlen);
@@ -147,6 +149,11 @@ void wf_admin_stop(void);
 
 /* ---- proxy.c ---- */
 int wf_proxy_run(const wf_proxy_opts *o);
+/* Runs the proxy with its configuration from istiod: the admin port comes
+ * up at once, the listeners with the first configuration applied. */
+int wf_proxy_run_xds(const wf_proxy_opts *o, const wf_proxy_xds_opts *x);
+/* The admin's "xds" section, or NULL in static mode.  New reference. */
+json_t *wf_proxy_xds_dump(void);
 /* Worker: stops its loop once draining and no connection is left. */
 void wf_worker_maybe_stop(wf_worker *w);
 /* The current snapshot (main thread). */

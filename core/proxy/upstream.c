@@ -561,9 +561,14 @@ void wf_upstream_detach(wf_stream *s)
 
 void wf_pools_close(wf_worker *w)
 {
+    wf_pools_retire(w, w->gen + 1); /* no pool has that generation */
+}
+
+void wf_pools_retire(wf_worker *w, uint32_t gen)
+{
     for (size_t i = 0; i < w->pools.cap; i++) {
-        wf_pool *p = w->pools.e ? w->pools.e[i].value : NULL;
-        if (!w->pools.e || !w->pools.e[i].key)
+        wf_pool *p = w->pools.e && w->pools.e[i].key ? w->pools.e[i].value : NULL;
+        if (!p || p->gen == gen)
             continue;
         while (p->idle)
             uc_close(p->idle); /* removes itself from the list */

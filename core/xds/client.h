@@ -228,23 +228,4 @@ void wf_xds_client_stop(wf_xds_client *c);
 json_t *wf_xds_client_dump(const wf_xds_client *c);
 int wf_xds_client_connected(const wf_xds_client *c);
 
-/* ---- the proxy in xDS mode (implemented in core/proxy/proxy.c) -------- */
-/* Declared here because proxy.h and proxy-t.h are not this change's to
- * edit; they belong in wf_proxy_opts and proxy.h. */
-struct wf_proxy_opts;
-
-typedef struct wf_proxy_xds_opts {
-    const char *server;          /* --xds */
-    const char *name;            /* --name, or NULL */
-    const char *instance_ips;    /* --instance-ip values joined with ',', or NULL */
-    const char *const *services; /* --service values */
-    size_t n_services;
-} wf_proxy_xds_opts;
-
-/* Runs the proxy with its configuration from istiod: the admin port comes
- * up at once, the listeners with the first configuration applied. */
-int wf_proxy_run_xds(const struct wf_proxy_opts *o, const wf_proxy_xds_opts *x);
-/* The admin's "xds" section, or NULL in static mode.  New reference. */
-json_t *wf_proxy_xds_dump(void);
-
 #endif
