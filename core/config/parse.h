@@ -19,7 +19,7 @@
 #include <stdint.h>
 
 #include "config/config.h"
-#include "config/yaml.h"
+#include "config/yamltree.h"
 
 #define WF__MAX_DIAGS 1000
 

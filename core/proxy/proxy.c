@@ -375,11 +375,13 @@ static int parse_labels(const char *s, const char ***out, json_t *obj, char *err
 
 /* ---- listeners, workers, snapshots ---- */
 
-static void unbind_listeners(void)
+/* Forgets the listener sockets; close_fds when no worker took them over
+ * (a worker's uv_close owns them once it opened them). */
+static void unbind_listeners(int close_fds)
 {
     for (int i = 0; i < WF_MAX_WORKERS; i++) {
         wf_worker *w = &workers[i];
-        for (size_t k = 0; w->listener_fds && k < w->n_listeners; k++)
+        for (size_t k = 0; close_fds && w->listener_fds && k < w->n_listeners; k++)
             if (w->listener_fds[k] > 0)
                 close(w->listener_fds[k]);
         free(w->listeners);
@@ -593,7 +595,7 @@ static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
         WF_ERROR("cannot serve the first configuration from istiod: %s; exiting", why);
         snprintf(err, errlen, "%s", why);
         wf_snapshot_unref(s);
-        unbind_listeners();
+        unbind_listeners(1);
         fatal_rc = 1;
         begin_drain();
         return -1;
@@ -764,24 +766,11 @@ out:
     /* Stat shards stay allocated: a late /stats read may still sum them. */
     for (int i = 0; i < WF_MAX_WORKERS; i++) {
         wf_worker *w = &workers[i];
-        if (rc && w->listener_fds)
-            for (size_t k = 0; k < w->n_listeners; k++)
-                if (w->listener_fds[k] > 0)
-                    close(w->listener_fds[k]);
         free(w->ep_pool);
         free(w->rr);
-        free(w->listeners);
-        free(w->listener_fds);
         free(w->rbuf);
-        w->listeners = NULL;
-        w->listener_fds = NULL;
-        w->n_listeners = 0;
     }
-    for (size_t k = 0; k < n_bound; k++)
-        free(bound[k].name);
-    free(bound);
-    bound = NULL;
-    n_bound = 0;
+    unbind_listeners(rc != 0);
     if (current)
         wf_snapshot_unref(current);
     current = NULL;

@@ -1,5 +1,5 @@
 /*
- * yaml.h: a YAML node tree that remembers where every node was written.
+ * yamltree.h: a YAML node tree that remembers where every node was written.
  *
  * libyaml's events are turned into a small tree of maps, lists and
  * scalars, each with its 1-based line and column, so that the typed parser
@@ -9,8 +9,8 @@
  * are expanded by copying, under a node budget, so that a "billion laughs"
  * document is refused instead of exhausting memory.
  */
-#ifndef WF_CONFIG_YAML_H
-#define WF_CONFIG_YAML_H
+#ifndef WF_CONFIG_YAMLTREE_H
+#define WF_CONFIG_YAMLTREE_H
 
 #include <stddef.h>
 

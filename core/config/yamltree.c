@@ -1,11 +1,11 @@
 /*
- * yaml.c: libyaml events -> wf_yn trees (see yaml.h).
+ * yamltree.c: libyaml events -> wf_yn trees (see yamltree.h).
  *
  * The tree is built with an explicit stack, never by recursion, so a
  * deeply nested input cannot overflow the C stack; nesting is still capped
  * because the typed parser and the free walk do recurse.
  */
-#include "config/yaml.h"
+#include "config/yamltree.h"
 
 #include <stdint.h>
 #include <stdio.h>
