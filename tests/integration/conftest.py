@@ -471,7 +471,34 @@ class Backend:
         self.errlog.close()
 
 
-class Weft:
+class ExitChecks:
+    """What every weft process helper asserts when it stops: a clean exit
+    (code 0) and no sanitizer report on stderr.  KIND names it in messages."""
+    KIND = "weft"
+
+    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
+        """Sends sig and asserts a clean exit: code 0, no sanitizer report."""
+        if self.running():
+            self.proc.send_signal(sig)
+            try:
+                self.rc = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+                raise AssertionError("%s %s ignored signal %d for %.0fs\n%s"
+                                     % (self.KIND, self.name, sig, timeout, self.describe()))
+            assert self.rc == 0, "%s %s exited %d after signal %d\n%s" % (
+                self.KIND, self.name, self.rc, sig, self.describe())
+        self.check_stderr()
+
+    def check_stderr(self):
+        self.checked = True
+        bad = sanitizer_lines(self.stderr())
+        assert not bad, "%s %s: sanitizer report on stderr\n%s" % (self.KIND, self.name,
+                                                                   self.describe())
+
+
+class Weft(ExitChecks):
     """One `weft --role=proxy` process with its own config dir and ports.
 
     Attributes: out_port, in_port, admin_port, config_dir, proc, and
@@ -620,26 +647,6 @@ class Weft:
                                  % (self.name, timeout, self.describe()))
         return self.rc
 
-    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
-        """Sends sig and asserts a clean exit: code 0, no sanitizer report."""
-        if self.running():
-            self.proc.send_signal(sig)
-            try:
-                self.rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("weft %s ignored signal %d for %.0fs\n%s"
-                                     % (self.name, sig, timeout, self.describe()))
-            assert self.rc == 0, "weft %s exited %d after signal %d\n%s" % (
-                self.name, self.rc, sig, self.describe())
-        self.check_stderr()
-
-    def check_stderr(self):
-        self.checked = True
-        bad = sanitizer_lines(self.stderr())
-        assert not bad, "weft %s: sanitizer report on stderr\n%s" % (self.name, self.describe())
-
     def close(self):
         for f in ("stdout", "stderr_f"):
             if hasattr(self, f):
@@ -764,13 +771,14 @@ def http_get(port, path, method="GET", timeout=5):
         c.close()
 
 
-class Istiod:
+class Istiod(ExitChecks):
     """One `weft --role=istiod` process with its own config dir and ports.
 
     Attributes: xds_port, mon_port, config_dir, proc, and xds_addr
     ("127.0.0.1:PORT", what proxies get as --xds).  restart() starts a new
     process with the same command and ports (after kill() or stop());
     each run's stderr goes to its own file and stderr() joins them."""
+    KIND = "istiod"
 
     def __init__(self, binary, workdir, name="istiod"):
         self.binary = binary
@@ -925,26 +933,6 @@ class Istiod:
         self.killed = True
         self.checked = True
         self.close()
-
-    def stop(self, sig=signal.SIGTERM, timeout=DEADLINE):
-        """Sends sig and asserts a clean exit: code 0, no sanitizer report."""
-        if self.running():
-            self.proc.send_signal(sig)
-            try:
-                self.rc = self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError("istiod %s ignored signal %d for %.0fs\n%s"
-                                     % (self.name, sig, timeout, self.describe()))
-            assert self.rc == 0, "istiod %s exited %d after signal %d\n%s" % (
-                self.name, self.rc, sig, self.describe())
-        self.check_stderr()
-
-    def check_stderr(self):
-        self.checked = True
-        bad = sanitizer_lines(self.stderr())
-        assert not bad, "istiod %s: sanitizer report on stderr\n%s" % (self.name, self.describe())
 
     def close(self):
         for f in self._files:
