@@ -471,6 +471,19 @@ class Backend:
         self.errlog.close()
 
 
+def teardown_all(made):
+    """Tears down every process a factory made, then fails once with every
+    problem found (a sanitizer report, an unclean exit), not just the first."""
+    errors = []
+    for p in made:
+        try:
+            p.teardown()
+        except AssertionError as e:
+            errors.append(str(e))
+    if errors:
+        pytest.fail("\n\n".join(errors), pytrace=False)
+
+
 class ExitChecks:
     """What every weft process helper asserts when it stops: a clean exit
     (code 0) and no sanitizer report on stderr.  KIND names it in messages."""
@@ -701,14 +714,7 @@ def weft(tmp_path, weft_bin):
         return w
 
     yield make
-    errors = []
-    for w in made:
-        try:
-            w.teardown()
-        except AssertionError as e:
-            errors.append(str(e))
-    if errors:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+    teardown_all(made)
 
 
 @pytest.fixture
@@ -1234,14 +1240,7 @@ def istiod(tmp_path, weft_bin):
         return d
 
     yield make
-    errors = []
-    for d in made:
-        try:
-            d.teardown()
-        except AssertionError as e:
-            errors.append(str(e))
-    if errors:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+    teardown_all(made)
 
 
 @pytest.fixture
@@ -1260,14 +1259,7 @@ def weft_xds(tmp_path, weft_bin, istiod):
         return w
 
     yield make
-    errors = []
-    for w in made:
-        try:
-            w.teardown()
-        except AssertionError as e:
-            errors.append(str(e))
-    if errors:
-        pytest.fail("\n\n".join(errors), pytrace=False)
+    teardown_all(made)
 
 
 def xds_versions(dump):
