@@ -3,10 +3,13 @@
  * JSON (docs/resources.md, "Translation rules").
  *
  * Order of work: build the service registry (ServiceEntry hosts x ports,
- * their endpoints), pick the DestinationRule and VirtualService of each
- * service, then emit clusters with their ClusterLoadAssignments, the
- * outbound listener (one virtual host per service host and HTTP port), the
- * inbound listener, and finally version_info, a hash of everything else.
+ * their endpoints, the identities they may present), pick the
+ * DestinationRule and VirtualService of each service, then emit clusters
+ * with their ClusterLoadAssignments and transport (auto mTLS, or the
+ * rule's tls), the outbound listener (one virtual host per service host
+ * and HTTP port), the inbound listener (one filter chain per transport the
+ * workload's PeerAuthentication allows, peer_auth.c), and finally
+ * version_info, a hash of everything else.
  *
  * For a proxyless gRPC client (role "grpc") the listeners are different:
  * one api_listener per service host and HTTP port, named "HOST:PORT" as
@@ -55,6 +58,30 @@
  * acts on the gRPC status names in it (cancelled, unavailable). */
 #define DEFAULT_RETRY_ON                                                                           \
     "connect-failure,refused-stream,unavailable,cancelled,retriable-status-codes"
+/* mTLS (docs/resources.md, "TLS"). */
+#define TLS_INSPECTOR_NAME "envoy.filters.listener.tls_inspector"
+#define TLS_INSPECTOR_TYPE                                                                         \
+    "type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector"
+#define TLS_SOCKET_NAME "envoy.transport_sockets.tls"
+#define DOWNSTREAM_TLS_TYPE                                                                        \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define UPSTREAM_TLS_TYPE                                                                          \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define RAW_BUFFER_NAME "envoy.transport_sockets.raw_buffer"
+#define RAW_BUFFER_TYPE                                                                            \
+    "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
+/* SDS names the proxy fills itself, as Istio's agent does: the workload's
+ * certificate and the mesh's roots. */
+#define SDS_CERT "default"
+#define SDS_ROOTS "ROOTCA"
+/* Where TLS origination finds trusted roots when caCertificates is unset. */
+#define SYSTEM_ROOTS "/etc/ssl/certs/ca-certificates.crt"
+/* The label Istio's injector puts on pods with a sidecar, and the endpoint
+ * metadata key Envoy matches transport_socket_matches against. */
+#define TLS_MODE_LABEL "security.istio.io/tlsMode"
+#define TLS_MODE_ISTIO "istio"
+#define SOCKET_MATCH_KEY "envoy.transport_socket_match"
+#define DEFAULT_TRUST_DOMAIN "cluster.local"
 
 /* ---- context -------------------------------------------------------------------------------- */
 
@@ -98,6 +125,9 @@ typedef struct tr_svc {
     size_t n_srcs;
     const wf_destination_rule *dr;
     const wf_virtual_service *vs;
+    char **sans; /* ISTIO_MUTUAL: the identities its endpoints may present, sorted */
+    size_t n_sans;
+    int auto_mtls; /* without DestinationRule tls: mTLS to endpoints with a sidecar */
 } tr_svc;
 
 /* A name resolved once per translation. */
@@ -115,6 +145,7 @@ typedef struct tr {
     int grpc;            /* role "grpc": a proxyless gRPC client */
     const char *ns;      /* the proxy's namespace */
     const char *root_ns; /* MeshConfig.rootNamespace */
+    const char *td;      /* MeshConfig.trustDomain */
     const char *const *labels;
     size_t n_labels; /* pairs */
     void **allocs;
@@ -126,6 +157,7 @@ typedef struct tr {
     json_t *bundle;
     json_t *domains; /* set: domains already claimed by a virtual host */
     json_t *seen;    /* set: "ip:port" already in the current ClusterLoadAssignment */
+    json_t *warned;  /* set: warnings already given in this translation */
 } tr;
 
 static void fail(tr *t, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -143,8 +175,7 @@ static void fail(tr *t, const char *fmt, ...)
 
 #define OOM(t) fail((t), "translate: out of memory")
 
-static void warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void warn(const char *fmt, ...)
+void wf__translate_warn(const char *fmt, ...)
 {
     va_list ap;
 
@@ -152,6 +183,7 @@ static void warn(const char *fmt, ...)
     wf_vlog(WF_LWARN, "translate", fmt, ap);
     va_end(ap);
 }
+#define warn wf__translate_warn
 
 /* ---- scratch memory ------------------------------------------------------------------------- */
 
@@ -632,6 +664,46 @@ static void build_sources(tr *t, tr_svc *s)
 static const wf_destination_rule *find_dr(tr *t, const tr_svc *s);
 static const wf_virtual_service *find_vs(tr *t, const tr_svc *s);
 
+/*
+ * Who may answer for a service over ISTIO_MUTUAL, as Istio lists its
+ * service accounts: the SPIFFE ID of every endpoint's service account (a
+ * WorkloadEntry's serviceAccount, or the one a registered proxy announced;
+ * "default" when none is given, the account a Kubernetes pod runs as
+ * without one), in the entry's namespace, plus the ServiceEntry's
+ * subjectAltNames; sorted, each once.  Every port of a ServiceEntry has the
+ * same endpoints, so the list is the service's, not a cluster's.
+ */
+static void build_sans(tr *t, tr_svc *s)
+{
+    const wf_service_entry *se = s->se;
+    char **v = tr_array(t, s->n_srcs + se->n_subject_alt_names, sizeof(*v));
+    size_t n = 0, k = 0;
+
+    for (size_t i = 0; i < s->n_srcs; i++) {
+        const wf_workload_entry_spec *spec = s->srcs[i].spec;
+        if (!spec) /* the host itself (DNS): nobody in particular */
+            continue;
+        const char *sa =
+            spec->service_account && spec->service_account[0] ? spec->service_account : "default";
+        v[n++] = tr_printf(t, "spiffe://%s/ns/%s/sa/%s", t->td, se->meta.namespace_, sa);
+    }
+    for (size_t i = 0; i < se->n_subject_alt_names; i++)
+        if (se->subject_alt_names[i] && se->subject_alt_names[i][0])
+            v[n++] = se->subject_alt_names[i];
+    if (n)
+        qsort(v, n, sizeof(*v), cmp_str);
+    for (size_t i = 0; i < n; i++)
+        if (k == 0 || strcmp(v[k - 1], v[i]) != 0)
+            v[k++] = v[i];
+    s->sans = v;
+    s->n_sans = k;
+    /* Istio's auto mTLS leaves out mesh-external services and namespaces
+     * whose PeerAuthentication (namespace-wide, or mesh-wide) is DISABLE:
+     * their servers only speak plaintext. */
+    s->auto_mtls = se->location == WF_SE_MESH_INTERNAL &&
+                   wf__peer_auth_mode(t->cfg, se->meta.namespace_, NULL, 0, 1) != WF_MTLS_DISABLE;
+}
+
 /* Services visible to this proxy, one per host (the first ServiceEntry in
  * the order "proxy's namespace, then namespace/name" wins a host that
  * several define), sorted by host; ports sorted by number. */
@@ -694,6 +766,7 @@ static void build_registry(tr *t)
     for (size_t i = 0; i < t->n_svcs; i++) {
         t->svcs[i].dr = find_dr(t, &t->svcs[i]);
         t->svcs[i].vs = find_vs(t, &t->svcs[i]);
+        build_sans(t, &t->svcs[i]);
     }
 }
 
@@ -822,6 +895,7 @@ static const wf_virtual_service *find_vs(tr *t, const tr_svc *s)
 typedef struct tr_policy {
     const wf_load_balancer *lb;
     const wf_connection_pool *cp;
+    const wf_client_tls *tls;
 } tr_policy;
 
 static const wf_port_traffic_policy *port_level(const wf_traffic_policy *tp, uint32_t port)
@@ -848,9 +922,11 @@ static tr_policy merge_policy(const wf_destination_rule *dr, const wf_subset *ss
     if (tp) {
         r.lb = tp->load_balancer;
         r.cp = tp->connection_pool;
+        r.tls = tp->tls;
         if ((pl = port_level(tp, port))) {
             r.lb = pl->load_balancer;
             r.cp = pl->connection_pool;
+            r.tls = pl->tls;
         }
     }
     tp = ss ? ss->traffic_policy : NULL;
@@ -859,9 +935,12 @@ static tr_policy merge_policy(const wf_destination_rule *dr, const wf_subset *ss
             r.lb = tp->load_balancer;
         if (tp->connection_pool)
             r.cp = tp->connection_pool;
+        if (tp->tls)
+            r.tls = tp->tls;
         if ((pl = port_level(tp, port))) {
             r.lb = pl->load_balancer;
             r.cp = pl->connection_pool;
+            r.tls = pl->tls;
         }
     }
     return r;
@@ -914,10 +993,21 @@ static const char *svc_short_name(tr *t, const char *key)
     return key;
 }
 
+/* An endpoint with a sidecar: labelled security.istio.io/tlsMode=istio, as
+ * Istio's injector labels pods (a registered proxy with a workload
+ * certificate announces the label in its node LABELS). */
+static int has_sidecar(const wf_workload_entry_spec *spec)
+{
+    for (size_t i = 0; spec && i < spec->n_labels; i++)
+        if (streq(spec->labels[i].key, TLS_MODE_LABEL))
+            return streq(spec->labels[i].value, TLS_MODE_ISTIO);
+    return 0;
+}
+
 static void emit_lb_endpoint(tr *t, json_t *lbes, const char *ip, uint32_t port,
                              const wf_workload_entry_spec *spec)
 {
-    json_t *e = push_obj(t, lbes), *sa, *istio;
+    json_t *e = push_obj(t, lbes), *sa, *fm, *istio;
     uint32_t w = spec && spec->weight ? spec->weight : 1;
 
     sa = put_obj(t, put_obj(t, put_obj(t, e, "endpoint"), "address"), "socket_address");
@@ -927,7 +1017,8 @@ static void emit_lb_endpoint(tr *t, json_t *lbes, const char *ip, uint32_t port,
     put_int(t, e, "load_balancing_weight", w);
     if (!spec || (!spec->n_labels && !spec->service_account))
         return;
-    istio = put_obj(t, put_obj(t, put_obj(t, e, "metadata"), "filter_metadata"), "istio");
+    fm = put_obj(t, put_obj(t, e, "metadata"), "filter_metadata");
+    istio = put_obj(t, fm, "istio");
     if (spec->n_labels) {
         json_t *l = put_obj(t, istio, "labels");
         for (size_t i = 0; i < spec->n_labels; i++)
@@ -935,6 +1026,157 @@ static void emit_lb_endpoint(tr *t, json_t *lbes, const char *ip, uint32_t port,
     }
     if (spec->service_account)
         put_str(t, istio, "service_account", spec->service_account);
+    /* What the cluster's transport_socket_matches look at (auto mTLS). */
+    if (has_sidecar(spec))
+        put_str(t, put_obj(t, fm, SOCKET_MATCH_KEY), "tlsMode", TLS_MODE_ISTIO);
+}
+
+/* ---- TLS toward upstreams ------------------------------------------------------------------- */
+
+/* A warning about one configuration object, once per translation. */
+static int first_warning(tr *t, const void *obj, const char *what)
+{
+    const char *k = tr_printf(t, "%p/%s", obj, what);
+
+    if (json_object_get(t->warned, k))
+        return 0;
+    put(t, t->warned, k, json_true());
+    return 1;
+}
+
+/* "tls_certificate_sds_secret_configs": the workload's own certificate. */
+static void emit_sds_cert(tr *t, json_t *ctx)
+{
+    put_str(t, push_obj(t, put_arr(t, ctx, "tls_certificate_sds_secret_configs")), "name",
+            SDS_CERT);
+}
+
+/* The mesh's roots from SDS, and the peer identities accepted (none: any
+ * certificate the roots signed). */
+static void emit_mesh_validation(tr *t, json_t *ctx, char *const *sans, size_t n)
+{
+    json_t *comb = put_obj(t, ctx, "combined_validation_context");
+    json_t *vc = put_obj(t, comb, "default_validation_context");
+
+    if (n) {
+        json_t *arr = put_arr(t, vc, "match_subject_alt_names");
+        for (size_t i = 0; i < n; i++)
+            put_str(t, push_obj(t, arr), "exact", sans[i]);
+    }
+    put_str(t, put_obj(t, comb, "validation_context_sds_secret_config"), "name", SDS_ROOTS);
+}
+
+/* parent.transport_socket: Istio mutual TLS with the workload certificate. */
+static void emit_istio_mutual(tr *t, json_t *parent, char *const *sans, size_t n, const char *sni)
+{
+    json_t *ts = put_obj(t, parent, "transport_socket"), *tc, *ctx;
+
+    put_str(t, ts, "name", TLS_SOCKET_NAME);
+    tc = put_obj(t, ts, "typed_config");
+    put_str(t, tc, "@type", UPSTREAM_TLS_TYPE);
+    ctx = put_obj(t, tc, "common_tls_context");
+    emit_sds_cert(t, ctx);
+    emit_mesh_validation(t, ctx, sans, n);
+    put_str(t, tc, "sni", sni);
+}
+
+/* c.transport_socket for DestinationRule tls SIMPLE or MUTUAL: TLS
+ * origination with files the proxy reads itself. */
+static void emit_origination(tr *t, json_t *c, const wf_client_tls *tls, const tr_svc *s)
+{
+    json_t *ts = put_obj(t, c, "transport_socket"), *tc, *ctx;
+    int verify = !(tls->insecure_skip_verify_set && tls->insecure_skip_verify);
+    /* Without an sni the host itself, which is what Istio's auto SNI sends
+     * for a request to the service's own name. */
+    const char *sni = tls->sni && tls->sni[0] ? tls->sni : s->key[0] != '*' ? s->key : NULL;
+
+    put_str(t, ts, "name", TLS_SOCKET_NAME);
+    tc = put_obj(t, ts, "typed_config");
+    put_str(t, tc, "@type", UPSTREAM_TLS_TYPE);
+    ctx = put_obj(t, tc, "common_tls_context");
+    if (tls->mode == WF_CLIENT_TLS_MUTUAL && tls->client_certificate && tls->private_key) {
+        json_t *cert = push_obj(t, put_arr(t, ctx, "tls_certificates"));
+        put_str(t, put_obj(t, cert, "certificate_chain"), "filename", tls->client_certificate);
+        put_str(t, put_obj(t, cert, "private_key"), "filename", tls->private_key);
+    }
+    if (verify) {
+        json_t *vc = put_obj(t, ctx, "validation_context");
+        put_str(t, put_obj(t, vc, "trusted_ca"), "filename",
+                tls->ca_certificates && tls->ca_certificates[0] ? tls->ca_certificates
+                                                                : SYSTEM_ROOTS);
+        if (tls->n_subject_alt_names) {
+            json_t *arr = put_arr(t, vc, "match_subject_alt_names");
+            for (size_t i = 0; i < tls->n_subject_alt_names; i++)
+                put_str(t, push_obj(t, arr), "exact", tls->subject_alt_names[i]);
+        }
+    }
+    if (sni)
+        put_str(t, tc, "sni", sni);
+}
+
+/*
+ * The transport of one cluster (sidecars only: proxyless gRPC would need
+ * certificate providers).  Without DestinationRule tls, Istio's auto mTLS:
+ * endpoints with a sidecar get ISTIO_MUTUAL, the others plaintext, chosen
+ * by transport_socket_matches on the endpoints' metadata.  With it, what
+ * its mode says, for every endpoint.
+ */
+static void emit_cluster_tls(tr *t, json_t *c, const tr_svc *s, const tr_port *pt,
+                             const wf_subset *ss, const wf_client_tls *tls)
+{
+    /* Istio's SNI for mesh traffic: outbound_.PORT_.SUBSET_.HOST. */
+    const char *sni =
+        tr_printf(t, "outbound_.%u_.%s_.%s", pt->port->number, ss ? ss->name : "", s->key);
+    const wf_destination_rule *dr = s->dr;
+
+    if (t->grpc)
+        return;
+    if (!tls) {
+        json_t *ms, *m;
+        if (!s->auto_mtls)
+            return;
+        ms = put_arr(t, c, "transport_socket_matches");
+        m = push_obj(t, ms);
+        put_str(t, m, "name", "tlsMode-istio");
+        put_str(t, put_obj(t, m, "match"), "tlsMode", TLS_MODE_ISTIO);
+        emit_istio_mutual(t, m, s->sans, s->n_sans, sni);
+        m = push_obj(t, ms);
+        put_str(t, m, "name", "tlsMode-disabled");
+        put_obj(t, m, "match");
+        json_t *raw = put_obj(t, m, "transport_socket");
+        put_str(t, raw, "name", RAW_BUFFER_NAME);
+        put_str(t, put_obj(t, raw, "typed_config"), "@type", RAW_BUFFER_TYPE);
+        return;
+    }
+    if (tls->credential_name && first_warning(t, tls, "credentialName"))
+        warn("DestinationRule %s/%s: trafficPolicy.tls.credentialName \"%s\" is for gateways; "
+             "a sidecar does not read Kubernetes secrets, so it is ignored%s (give "
+             "clientCertificate, privateKey and caCertificates files instead)",
+             dr->meta.namespace_, dr->meta.name, tls->credential_name,
+             tls->mode == WF_CLIENT_TLS_MUTUAL && (!tls->client_certificate || !tls->private_key)
+                 ? " and no client certificate is presented"
+                 : "");
+    if (tls->ca_crl && first_warning(t, tls, "caCrl"))
+        warn("DestinationRule %s/%s: trafficPolicy.tls.caCrl is not supported yet; ignored "
+             "(revoked certificates are not refused)",
+             dr->meta.namespace_, dr->meta.name);
+    switch (tls->mode) {
+    case WF_CLIENT_TLS_ISTIO_MUTUAL:
+        /* Istio: the rule's sni and subjectAltNames, when given, win. */
+        if (tls->n_subject_alt_names)
+            emit_istio_mutual(t, c, tls->subject_alt_names, tls->n_subject_alt_names,
+                              tls->sni && tls->sni[0] ? tls->sni : sni);
+        else
+            emit_istio_mutual(t, c, s->sans, s->n_sans, tls->sni && tls->sni[0] ? tls->sni : sni);
+        break;
+    case WF_CLIENT_TLS_SIMPLE:
+    case WF_CLIENT_TLS_MUTUAL:
+        emit_origination(t, c, tls, s);
+        break;
+    case WF_CLIENT_TLS_DISABLE:
+    default:
+        break; /* plaintext: no transport socket */
+    }
 }
 
 /* One cluster (the service port's, or one subset's) and its endpoints. */
@@ -973,6 +1215,7 @@ static void emit_cluster(tr *t, json_t *clusters, json_t *endpoints, const tr_sv
     put_str(t, c, "connect_timeout", fmt_duration(t, ct));
     if (!t->grpc && (pt->proto == PR_HTTP2 || pt->proto == PR_GRPC || pt->proto == PR_GRPC_WEB))
         put_obj(t, c, "http2_protocol_options");
+    emit_cluster_tls(t, c, s, pt, ss, pol.tls);
     istio = put_obj(t, put_obj(t, put_obj(t, c, "metadata"), "filter_metadata"), "istio");
     svc = push_obj(t, put_arr(t, istio, "services"));
     put_str(t, svc, "host", s->key);
@@ -1843,23 +2086,49 @@ static void emit_http_filters(tr *t, json_t *hcm)
 
 /* ---- listeners ------------------------------------------------------------------------------ */
 
-/* A listener with one http_connection_manager; returns its typed_config. */
+/* A listener without filter chains yet. */
 static json_t *emit_listener(tr *t, json_t *listeners, const char *name, const char *addr, int port,
-                             const char *direction, const char *stat)
+                             const char *direction)
 {
-    json_t *l = push_obj(t, listeners), *sa, *f, *hcm;
+    json_t *l = push_obj(t, listeners), *sa;
 
     put_str(t, l, "name", name);
     sa = put_obj(t, put_obj(t, l, "address"), "socket_address");
     put_str(t, sa, "address", addr);
     put_int(t, sa, "port_value", port);
     put_str(t, l, "traffic_direction", direction);
-    f = push_obj(t, put_arr(t, push_obj(t, put_arr(t, l, "filter_chains")), "filters"));
+    return l;
+}
+
+/* chain.filters: one http_connection_manager; returns its typed_config. */
+static json_t *emit_hcm(tr *t, json_t *chain, const char *stat, const char *addr, int port)
+{
+    json_t *f = push_obj(t, put_arr(t, chain, "filters")), *hcm;
+
     put_str(t, f, "name", HCM_NAME);
     hcm = put_obj(t, f, "typed_config");
     put_str(t, hcm, "@type", HCM_TYPE);
     put_str(t, hcm, "stat_prefix", tr_printf(t, "%s_%s_%d", stat, addr, port));
     return hcm;
+}
+
+/* The inbound side of mTLS: the workload certificate, a peer certificate
+ * the mesh's roots signed required (any identity: authorization is not
+ * the transport's job), HTTP/2 or HTTP/1.1. */
+static void emit_inbound_tls(tr *t, json_t *chain)
+{
+    json_t *ts = put_obj(t, chain, "transport_socket"), *tc, *ctx, *alpn;
+
+    put_str(t, ts, "name", TLS_SOCKET_NAME);
+    tc = put_obj(t, ts, "typed_config");
+    put_str(t, tc, "@type", DOWNSTREAM_TLS_TYPE);
+    ctx = put_obj(t, tc, "common_tls_context");
+    emit_sds_cert(t, ctx);
+    emit_mesh_validation(t, ctx, NULL, 0);
+    alpn = put_arr(t, ctx, "alpn_protocols");
+    push_str(t, alpn, "h2");
+    push_str(t, alpn, "http/1.1");
+    put_bool(t, tc, "require_client_certificate", 1);
 }
 
 static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *endpoints)
@@ -1868,9 +2137,28 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     int port = p->inbound_port ? p->inbound_port : 15006;
     const char *addr = p->inbound_addr ? p->inbound_addr : "0.0.0.0";
     const char *cname = tr_printf(t, "inbound|%d||", p->app_port);
-    json_t *hcm, *rc, *vh, *r, *c, *la, *lbes;
+    json_t *l, *lf, *chains, *chain[2] = {NULL, NULL}, *hcm, *rc, *vh, *r, *c, *la, *lbes;
+    /* STRICT: mTLS only; PERMISSIVE: either, told apart by the TLS
+     * inspector; DISABLE: plaintext only. */
+    wf_mtls_mode mode = wf__peer_auth_mode(t->cfg, t->ns, t->labels, p->app_port, 0);
+    int want[2] = {mode != WF_MTLS_DISABLE, mode != WF_MTLS_STRICT};
 
-    hcm = emit_listener(t, listeners, "virtualInbound", addr, port, "INBOUND", "inbound");
+    l = emit_listener(t, listeners, "virtualInbound", addr, port, "INBOUND");
+    lf = push_obj(t, put_arr(t, l, "listener_filters"));
+    put_str(t, lf, "name", TLS_INSPECTOR_NAME);
+    put_str(t, put_obj(t, lf, "typed_config"), "@type", TLS_INSPECTOR_TYPE);
+    chains = put_arr(t, l, "filter_chains");
+    for (int k = 0; k < 2; k++) {
+        if (!want[k])
+            continue;
+        chain[k] = push_obj(t, chains);
+        put_str(t, chain[k], "name", k == 0 ? "virtualInbound-tls" : "virtualInbound-plaintext");
+        put_str(t, put_obj(t, chain[k], "filter_chain_match"), "transport_protocol",
+                k == 0 ? "tls" : "raw_buffer");
+        if (k == 0)
+            emit_inbound_tls(t, chain[k]);
+    }
+    hcm = emit_hcm(t, chain[0] ? chain[0] : chain[1], "inbound", addr, port);
     rc = put_obj(t, hcm, "route_config");
     put_str(t, rc, "name", "inbound");
     vh = push_obj(t, put_arr(t, rc, "virtual_hosts"));
@@ -1881,6 +2169,9 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     put_str(t, put_obj(t, r, "match"), "prefix", "/");
     put_str(t, put_obj(t, r, "route"), "cluster", cname);
     emit_http_filters(t, hcm);
+    /* The same connection manager behind either transport. */
+    if (chain[0] && chain[1])
+        put(t, chain[1], "filters", json_deep_copy(json_object_get(chain[0], "filters")));
 
     c = push_obj(t, clusters);
     put_str(t, c, "name", cname);
@@ -1959,7 +2250,10 @@ static void translate_all(tr *t)
 
     check_proxy(t);
     t->root_ns = t->cfg->mesh.root_namespace ? t->cfg->mesh.root_namespace : "istio-system";
-    if (!(t->bundle = json_object()) || !(t->domains = json_object()) || !(t->seen = json_object()))
+    t->td = t->cfg->mesh.trust_domain && t->cfg->mesh.trust_domain[0] ? t->cfg->mesh.trust_domain
+                                                                      : DEFAULT_TRUST_DOMAIN;
+    if (!(t->bundle = json_object()) || !(t->domains = json_object()) ||
+        !(t->seen = json_object()) || !(t->warned = json_object()))
         OOM(t);
     put_str(t, t->bundle, "version_info", "");
     listeners = put_arr(t, t->bundle, "listeners");
@@ -1973,9 +2267,10 @@ static void translate_all(tr *t)
         /* A proxyless client has no listening sockets and no inbound side. */
         emit_api_listeners(t, listeners);
     } else {
-        hcm = emit_listener(t, listeners, "virtualOutbound",
-                            p->outbound_addr ? p->outbound_addr : "127.0.0.1",
-                            p->outbound_port ? p->outbound_port : 15001, "OUTBOUND", "outbound");
+        const char *oa = p->outbound_addr ? p->outbound_addr : "127.0.0.1";
+        int op = p->outbound_port ? p->outbound_port : 15001;
+        json_t *l = emit_listener(t, listeners, "virtualOutbound", oa, op, "OUTBOUND");
+        hcm = emit_hcm(t, push_obj(t, put_arr(t, l, "filter_chains")), "outbound", oa, op);
         emit_outbound_routes(t, hcm);
         emit_http_filters(t, hcm);
         if (p->app_port > 0)
@@ -1997,6 +2292,7 @@ static void cleanup(tr *t)
     json_decref(t->bundle);
     json_decref(t->domains);
     json_decref(t->seen);
+    json_decref(t->warned);
 }
 
 json_t *wf_translate(const wf_config *cfg, const wf_proxy_info *p, char *err, size_t errlen)

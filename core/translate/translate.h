@@ -14,7 +14,7 @@
  * JSON and the same version_info.
  *
  * The rules it applies are written in docs/resources.md, "Translation
- * rules" (and "Proxyless gRPC" for role "grpc").
+ * rules" (and "Proxyless gRPC" for role "grpc", "TLS" for mTLS).
  */
 #ifndef WF_TRANSLATE_TRANSLATE_H
 #define WF_TRANSLATE_TRANSLATE_H
@@ -48,5 +48,26 @@ typedef struct wf_proxy_info {
  * (bad proxy info, or out of memory).  cfg and p are only read.
  */
 json_t *wf_translate(const wf_config *cfg, const wf_proxy_info *p, char *err, size_t errlen);
+
+/*
+ * The mTLS mode PeerAuthentications give port `port` (0: the workload as a
+ * whole) of a workload in namespace ns with labels (k0, v0, k1, v1, ...,
+ * NULL; NULL = no labels), by Istio's precedence: a policy selecting the
+ * workload (its portLevelMtls for the port first), then the namespace's
+ * policy without selector, then the mesh-wide one in
+ * MeshConfig.rootNamespace; a mode UNSET inherits from the level above;
+ * nothing at all is WF_MTLS_PERMISSIVE.  Never returns WF_MTLS_UNSET.
+ * Several policies at one level: the first by name, with a warning.  cfg
+ * and labels are only read.
+ */
+wf_mtls_mode wf_peer_auth_mode(const wf_config *cfg, const char *ns, const char *const *labels,
+                               int port);
+
+/* Internal (core/translate): the same, without the warnings when quiet. */
+wf_mtls_mode wf__peer_auth_mode(const wf_config *cfg, const char *ns, const char *const *labels,
+                                int port, int quiet);
+
+/* Internal to core/translate: a warning tagged "translate". */
+void wf__translate_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

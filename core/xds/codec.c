@@ -44,8 +44,11 @@
 #include "envoy/config/route/v3/route.pb-c.h"
 #include "envoy/config/route/v3/route_components.pb-c.h"
 #include "envoy/extensions/filters/http/fault/v3/fault.pb-c.h"
+#include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
+#include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "google/protobuf/any.pb-c.h"
 #include "google/protobuf/duration.pb-c.h"
@@ -181,6 +184,10 @@ static const ProtobufCMessageDescriptor *const any_types[] = {
     &envoy__extensions__filters__http__router__v3__router__descriptor,
     &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
     &envoy__config__route__v3__filter_config__descriptor,
+    &envoy__extensions__filters__listener__tls_inspector__v3__tls_inspector__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__downstream_tls_context__descriptor,
+    &envoy__extensions__transport_sockets__tls__v3__upstream_tls_context__descriptor,
+    &envoy__extensions__transport_sockets__raw_buffer__v3__raw_buffer__descriptor,
     &xds__type__v3__typed_struct__descriptor,
     &google__protobuf__struct__descriptor,
     &google__protobuf__value__descriptor,

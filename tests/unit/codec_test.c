@@ -460,6 +460,277 @@ TEST(durations)
     }
 }
 
+/* ---- mTLS: listeners and clusters with transport sockets ------------------------------------- */
+
+#define TLS_UP "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define TLS_DOWN                                                                                   \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+
+/* Workloads in every PeerAuthentication mode, clusters of every kind of
+ * transport (auto mTLS, ISTIO_MUTUAL, SIMPLE, MUTUAL, plaintext). */
+static const char tls_yaml[] =
+    "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n"
+    "  name: strict\n  namespace: default\nspec:\n  selector: {matchLabels: {app: strict}}\n"
+    "  mtls: {mode: STRICT}\n"
+    "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n"
+    "  name: off\n  namespace: default\nspec:\n  selector: {matchLabels: {app: off}}\n"
+    "  mtls: {mode: DISABLE}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n"
+    "  name: reviews\n  namespace: default\nspec:\n  hosts: [reviews.default.svc.cluster.local]\n"
+    "  location: MESH_INTERNAL\n  ports: [{number: 9080, name: http}]\n  resolution: STATIC\n"
+    "  subjectAltNames: [spiffe://cluster.local/ns/default/sa/extra]\n"
+    "  endpoints:\n  - {address: 10.0.0.1, serviceAccount: reviews,"
+    " labels: {version: v1, security.istio.io/tlsMode: istio}}\n"
+    "  - {address: 10.0.0.2, labels: {version: v2}}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n"
+    "  name: reviews\n  namespace: default\nspec:\n  host: reviews\n  subsets:\n"
+    "  - {name: v1, labels: {version: v1}, trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}}\n"
+    "  - {name: v2, labels: {version: v2}, trafficPolicy: {tls: {mode: DISABLE}}}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n"
+    "  name: ext\n  namespace: default\nspec:\n  hosts: [api.example.com, bank.example.com]\n"
+    "  ports: [{number: 443, name: https}]\n  resolution: STATIC\n"
+    "  endpoints: [{address: 127.0.0.1}]\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n"
+    "  name: api\n  namespace: default\nspec:\n  host: api.example.com\n"
+    "  trafficPolicy: {tls: {mode: SIMPLE, caCertificates: /ca.pem, subjectAltNames: [a, b],"
+    " sni: api}}\n"
+    "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n"
+    "  name: bank\n  namespace: default\nspec:\n  host: bank.example.com\n"
+    "  trafficPolicy: {tls: {mode: MUTUAL, clientCertificate: /c.pem, privateKey: /k.pem}}\n";
+
+static wf_config *load_text(const char *name, const char *yaml)
+{
+    wf_config_buf buf = {name, yaml, strlen(yaml)};
+    wf_config *c = NULL;
+    wf_diags d = {0};
+
+    if (wf_config_load_bufs(&buf, 1, &c, &d) != 0) {
+        fprintf(stderr, "loading %s failed:\n", name);
+        wf_diags_print(&d, stderr);
+        c = NULL;
+    }
+    wf_diags_free(&d);
+    return c;
+}
+
+/* Every key anywhere under v: how many objects have key k. */
+static size_t count_key(const json_t *v, const char *k)
+{
+    size_t n = 0, i;
+    const char *key;
+    json_t *x;
+
+    if (json_is_object(v)) {
+        json_object_foreach((json_t *)v, key, x) n += (strcmp(key, k) == 0) + count_key(x, k);
+    } else if (json_is_array(v)) {
+        json_array_foreach(v, i, x) n += count_key(x, k);
+    }
+    return n;
+}
+
+static const char *const strict_app[] = {"app", "strict", NULL};
+static const char *const off_app[] = {"app", "off", NULL};
+
+/* The translator's TLS output survives JSON -> protobuf -> JSON. */
+TEST(roundtrip_tls_bundles)
+{
+    wf_config *c = load_text("tls.yaml", tls_yaml);
+    const char *const *labels[] = {productpage, strict_app, off_app};
+
+    CHECK(c != NULL);
+    for (size_t i = 0; c && i < 3; i++) {
+        json_t *b = run(c, "proxy", "default", labels[i], 8080);
+        CHECK(b != NULL);
+        CHECK_INT(roundtrip_bundle(b), 0);
+        /* What was carried: chains by mode, and every kind of transport. */
+        CHECK_INT(count_key(json_object_get(b, "listeners"), "filter_chain_match"), i == 0 ? 2 : 1);
+        CHECK_INT(count_key(json_object_get(b, "listeners"), "listener_filters"), 1);
+        CHECK_INT(count_key(json_object_get(b, "clusters"), "transport_socket_matches"), 1);
+        CHECK_INT(count_key(json_object_get(b, "clusters"), "tls_certificates"), 1);
+        CHECK_INT(count_key(json_object_get(b, "clusters"), "validation_context"), 2);
+        /* reviews-v1's endpoint, in the service's cluster and in v1's. */
+        CHECK_INT(count_key(json_object_get(b, "endpoints"), "envoy.transport_socket_match"), 2);
+        json_decref(b);
+    }
+    if (c)
+        wf_config_free(c);
+}
+
+/* The shapes of docs/resources.md ("TLS"), written by hand. */
+TEST(tls_by_hand)
+{
+    json_t *l = parse(
+        "{\"name\": \"virtualInbound\", \"traffic_direction\": \"INBOUND\","
+        " \"address\": {\"socket_address\": {\"address\": \"0.0.0.0\", \"port_value\": 15006}},"
+        " \"listener_filters\": [{\"name\": \"envoy.filters.listener.tls_inspector\","
+        "  \"typed_config\": {\"@type\": \"type.googleapis.com/envoy.extensions.filters.listener."
+        "tls_inspector.v3.TlsInspector\"}}],"
+        " \"filter_chains\": ["
+        "  {\"name\": \"virtualInbound-tls\", \"filter_chain_match\": {\"transport_protocol\": "
+        "\"tls\"},"
+        "   \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+        "    \"@type\": \"" TLS_DOWN "\","
+        "    \"common_tls_context\": {"
+        "     \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"
+        "     \"combined_validation_context\": {\"default_validation_context\": {},"
+        "      \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}},"
+        "     \"alpn_protocols\": [\"h2\", \"http/1.1\"]},"
+        "    \"require_client_certificate\": true}},"
+        "   \"filters\": [{\"name\": \"envoy.filters.network.http_connection_manager\","
+        "    \"typed_config\": {\"@type\": \"" HCM_TYPE "\", \"stat_prefix\": \"in\","
+        "     \"http_filters\": []}}]},"
+        "  {\"name\": \"virtualInbound-plaintext\","
+        "   \"filter_chain_match\": {\"transport_protocol\": \"raw_buffer\"},"
+        "   \"filters\": [{\"name\": \"envoy.filters.network.http_connection_manager\","
+        "    \"typed_config\": {\"@type\": \"" HCM_TYPE "\", \"stat_prefix\": \"in\","
+        "     \"http_filters\": []}}]}]}");
+    json_t *c = parse(
+        "{\"name\": \"outbound|9080|v1|reviews.default.svc.cluster.local\", \"type\": \"EDS\","
+        " \"transport_socket_matches\": ["
+        "  {\"name\": \"tlsMode-istio\", \"match\": {\"tlsMode\": \"istio\"},"
+        "   \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+        "    \"@type\": \"" TLS_UP "\","
+        "    \"common_tls_context\": {"
+        "     \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"
+        "     \"combined_validation_context\": {\"default_validation_context\": {"
+        "       \"match_subject_alt_names\": [{\"exact\": \"spiffe://td/ns/a/sa/b\"},"
+        "                                    {\"exact\": \"spiffe://td/ns/a/sa/c\"}]},"
+        "      \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}}},"
+        "    \"sni\": \"outbound_.9080_.v1_.reviews.default.svc.cluster.local\"}}},"
+        "  {\"name\": \"tlsMode-disabled\", \"match\": {},"
+        "   \"transport_socket\": {\"name\": \"envoy.transport_sockets.raw_buffer\","
+        "    \"typed_config\": {\"@type\": \"type.googleapis.com/"
+        "envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer\"}}}]}");
+    json_t *m = parse(
+        "{\"name\": \"outbound|443||bank.example.com\","
+        " \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+        "  \"@type\": \"" TLS_UP "\","
+        "  \"common_tls_context\": {"
+        "   \"tls_certificates\": [{\"certificate_chain\": {\"filename\": \"/c.pem\"},"
+        "                          \"private_key\": {\"filename\": \"/k.pem\"}}],"
+        "   \"validation_context\": {\"trusted_ca\": {\"filename\": \"/ca.pem\"},"
+        "    \"match_subject_alt_names\": [{\"exact\": \"bank.example.com\"}]}},"
+        "  \"sni\": \"bank.example.com\"}}}");
+    json_t *e = parse(
+        "{\"cluster_name\": \"c\", \"endpoints\": [{\"lb_endpoints\": [{\"endpoint\": {"
+        " \"address\": {\"socket_address\": {\"address\": \"10.0.0.1\", \"port_value\": 80}}},"
+        " \"metadata\": {\"filter_metadata\": {"
+        "  \"istio\": {\"labels\": {\"security.istio.io/tlsMode\": \"istio\"},"
+        "            \"service_account\": \"sa\"},"
+        "  \"envoy.transport_socket_match\": {\"tlsMode\": \"istio\"}}}}]}]}");
+
+    CHECK(roundtrip(WF_TYPE_LISTENER, l));
+    CHECK(roundtrip(WF_TYPE_CLUSTER, c));
+    CHECK(roundtrip(WF_TYPE_CLUSTER, m));
+    CHECK(roundtrip(WF_TYPE_ENDPOINT, e));
+    /* A transport socket of a type the codec does not carry is refused. */
+    CHECK(refused(WF_TYPE_CLUSTER,
+                  "{\"name\": \"x\", \"transport_socket\": {\"name\": \"alts\", \"typed_config\":"
+                  " {\"@type\": \"type.googleapis.com/envoy.extensions.transport_sockets.alts.v3."
+                  "Alts\"}}}",
+                  "transport_socket.typed_config: unsupported type"));
+    /* validation_context and combined_validation_context are alternatives. */
+    CHECK(refused(WF_TYPE_CLUSTER,
+                  "{\"name\": \"x\", \"transport_socket\": {\"name\": \"tls\", \"typed_config\":"
+                  " {\"@type\": \"" TLS_UP "\", \"common_tls_context\": {"
+                  "  \"validation_context\": {}, \"combined_validation_context\": {}}}}}",
+                  "alternatives"));
+    json_decref(l);
+    json_decref(c);
+    json_decref(m);
+    json_decref(e);
+}
+
+/* Field numbers of the TLS messages, byte by byte. */
+TEST(tls_bytes)
+{
+    json_t *l = parse("{\"name\": \"l\", \"filter_chains\": [{\"filter_chain_match\":"
+                      " {\"transport_protocol\": \"tls\"}, \"name\": \"t\"}],"
+                      " \"listener_filters\": [{\"name\": \"i\"}]}");
+    static const uint8_t want_l[] = {
+        0x0a, 0x01, 'l',            /* name = 1 */
+        0x1a, 0x0a,                 /* filter_chains = 3 */
+        0x0a, 0x05,                 /*   filter_chain_match = 1 */
+        0x4a, 0x03, 't',  'l', 's', /*     transport_protocol = 9 */
+        0x3a, 0x01, 't',            /*   name = 7 */
+        0x4a, 0x03,                 /* listener_filters = 9 */
+        0x0a, 0x01, 'i',            /*   name = 1 */
+    };
+    json_t *c = parse("{\"name\": \"c\", \"transport_socket_matches\": [{\"name\": \"m\","
+                      " \"match\": {}, \"transport_socket\": {\"name\": \"r\"}}]}");
+    static const uint8_t want_c[] = {
+        0x0a, 0x01, 'c',       /* name = 1 */
+        0xda, 0x02, 0x0a,      /* transport_socket_matches = 43 */
+        0x0a, 0x01, 'm',       /*   name = 1 */
+        0x12, 0x00,            /*   match = 2: Struct {} */
+        0x1a, 0x03,            /*   transport_socket = 3 */
+        0x0a, 0x01, 'r',       /*     name = 1 */
+    };
+    json_t *up = parse(
+        "{\"name\": \"u\", \"transport_socket\": {\"name\": \"t\", \"typed_config\": {"
+        " \"@type\": \"" TLS_UP "\", \"sni\": \"n\", \"common_tls_context\": {"
+        "  \"tls_certificates\": [{\"certificate_chain\": {\"filename\": \"c\"},"
+        "                         \"private_key\": {\"filename\": \"k\"}}],"
+        "  \"validation_context\": {\"trusted_ca\": {\"filename\": \"r\"},"
+        "   \"match_subject_alt_names\": [{\"exact\": \"s\"}]},"
+        "  \"alpn_protocols\": [\"h2\"]}}}}");
+    /* The Any's value: an UpstreamTlsContext. */
+    static const uint8_t want_up[] = {
+        0x12, 0x21,                   /* Any value = 2 */
+        0x0a, 0x1c,                   /* common_tls_context = 1 */
+        0x12, 0x0a,                   /*   tls_certificates = 2 */
+        0x0a, 0x03, 0x0a, 0x01, 'c',  /*     certificate_chain = 1 {filename = 1} */
+        0x12, 0x03, 0x0a, 0x01, 'k',  /*     private_key = 2 {filename = 1} */
+        0x1a, 0x0a,                   /*   validation_context = 3 */
+        0x0a, 0x03, 0x0a, 0x01, 'r',  /*     trusted_ca = 1 {filename = 1} */
+        0x4a, 0x03, 0x0a, 0x01, 's',  /*     match_subject_alt_names = 9 {exact = 1} */
+        0x22, 0x02, 'h',  '2',        /*   alpn_protocols = 4 */
+        0x12, 0x01, 'n',              /* sni = 2 */
+    };
+    json_t *down = parse(
+        "{\"name\": \"d\", \"filter_chains\": [{\"transport_socket\": {\"name\": \"t\","
+        " \"typed_config\": {\"@type\": \"" TLS_DOWN "\", \"require_client_certificate\": true,"
+        " \"common_tls_context\": {"
+        "  \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"
+        "  \"combined_validation_context\": {\"default_validation_context\": {},"
+        "   \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}}}}}}]}");
+    static const uint8_t want_down[] = {
+        0x12, 0x1f,                                              /* Any value = 2 */
+        0x0a, 0x19,                                              /* common_tls_context = 1 */
+        0x32, 0x09, 0x0a, 0x07, 'd', 'e', 'f', 'a', 'u', 'l', 't', /* sds configs = 6 {name} */
+        0x42, 0x0c,                                              /*   combined = 8 */
+        0x0a, 0x00,                                              /*     default_validation = 1 */
+        0x12, 0x08, 0x0a, 0x06, 'R', 'O', 'O', 'T', 'C', 'A',    /*     sds config = 2 */
+        0x12, 0x02, 0x08, 0x01, /* require_client_certificate = 2: BoolValue {value = 1} */
+    };
+    char err[256];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    CHECK(wf_xds_encode(WF_TYPE_LISTENER, l, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want_l, sizeof(want_l)));
+    free(buf);
+    CHECK(wf_xds_encode(WF_TYPE_CLUSTER, c, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want_c, sizeof(want_c)));
+    free(buf);
+    CHECK(wf_xds_encode(WF_TYPE_CLUSTER, up, &buf, &len, err, sizeof(err)) == 0);
+    /* Cluster.transport_socket = 24, TransportSocket.typed_config = 3. */
+    CHECK(buf && len > 5 && buf[3] == 0xc2 && buf[4] == 0x01);
+    CHECK(memmem(buf, len, TLS_UP, strlen(TLS_UP)) != NULL);
+    CHECK(buf && len >= sizeof(want_up) &&
+          bytes_are(buf + len - sizeof(want_up), sizeof(want_up), want_up, sizeof(want_up)));
+    free(buf);
+    CHECK(wf_xds_encode(WF_TYPE_LISTENER, down, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(buf && len >= sizeof(want_down) &&
+          bytes_are(buf + len - sizeof(want_down), sizeof(want_down), want_down,
+                    sizeof(want_down)));
+    free(buf);
+    json_decref(l);
+    json_decref(c);
+    json_decref(up);
+    json_decref(down);
+}
+
 /* ---- exact bytes: the field numbers ---------------------------------------------------------- */
 
 TEST(cluster_bytes)
@@ -1040,11 +1311,19 @@ TEST(python_reads_our_bytes)
     } kinds[] = {{"listeners", WF_TYPE_LISTENER, "envoy.config.listener.v3.Listener"},
                  {"clusters", WF_TYPE_CLUSTER, "envoy.config.cluster.v3.Cluster"},
                  {"endpoints", WF_TYPE_ENDPOINT, "envoy.config.endpoint.v3.ClusterLoadAssignment"}};
+    /* The TLS fixture in every inbound mode: DownstreamTlsContext,
+     * UpstreamTlsContext, TlsInspector and RawBuffer Anys are unpacked by
+     * Python as the Envoy messages they name. */
+    wf_config *tlsc = load_text("tls.yaml", tls_yaml);
     json_t *bundles[] = {run(mesh, "proxy", "default", productpage, 9080),
                          run(grpcfix, "grpc", "default", NULL, 0),
-                         run(chain2, "proxy", "default", productpage, 8000)};
+                         run(chain2, "proxy", "default", productpage, 8000),
+                         run(tlsc, "proxy", "default", productpage, 8080),
+                         run(tlsc, "proxy", "default", strict_app, 8080),
+                         run(tlsc, "proxy", "default", off_app, 8080)};
     char err[512];
-    for (size_t bi = 0; bi < 3; bi++) {
+    CHECK(tlsc != NULL);
+    for (size_t bi = 0; bi < sizeof(bundles) / sizeof(bundles[0]); bi++) {
         wf_xds_response r = {.version_info = "1", .nonce = "n", .control_plane = "weft"};
         for (size_t t = 0; t < 3; t++) {
             size_t i;
@@ -1076,6 +1355,8 @@ TEST(python_reads_our_bytes)
     free(buf);
     json_decref(node);
     fclose(m);
+    if (tlsc)
+        wf_config_free(tlsc);
 
     snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/codec_crosscheck.py %s/all.pb %s/manifest",
              srcdir(), dir, dir);
@@ -1104,6 +1385,9 @@ int main(void)
     RUN(api_listener_inline_routes);
     RUN(cluster_and_assignment_by_hand);
     RUN(durations);
+    RUN(roundtrip_tls_bundles);
+    RUN(tls_by_hand);
+    RUN(tls_bytes);
     RUN(cluster_bytes);
     RUN(listener_bytes);
     RUN(request_bytes);

@@ -178,6 +178,11 @@ static wf_config *mesh;
 #define REVIEWS "reviews.default.svc.cluster.local"
 #define RATINGS "ratings.default.svc.cluster.local"
 #define PAYMENTS "payments-api.production.svc.cluster.local"
+#define UPSTREAM_TLS                                                                               \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+#define DOWNSTREAM_TLS                                                                             \
+    "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
+#define RAW_BUFFER "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
 
 /* ---- tests ---------------------------------------------------------------------------------- */
 
@@ -505,7 +510,25 @@ TEST(cluster_shape)
                "                   \"namespace\": \"default\"}],"
                "   \"subset\": \"v1\","
                "   \"config\": \"/apis/networking.istio.io/v1/namespaces/default/destination-rule/"
-               "reviews\"}}}}");
+               "reviews\"}}},"
+               /* Auto mTLS (a mesh-internal service, no tls in its rule): the
+                * service's identities (reviews-v1's account, "default" for
+                * the two without), Istio's SNI. */
+               " \"transport_socket_matches\": ["
+               "  {\"name\": \"tlsMode-istio\", \"match\": {\"tlsMode\": \"istio\"},"
+               "   \"transport_socket\": {\"name\": \"envoy.transport_sockets.tls\","
+               "    \"typed_config\": {\"@type\": \"" UPSTREAM_TLS "\","
+               "     \"common_tls_context\": {"
+               "      \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"
+               "      \"combined_validation_context\": {"
+               "       \"default_validation_context\": {\"match_subject_alt_names\": ["
+               "        {\"exact\": \"spiffe://cluster.local/ns/default/sa/default\"},"
+               "        {\"exact\": \"spiffe://cluster.local/ns/default/sa/reviews\"}]},"
+               "       \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}}},"
+               "     \"sni\": \"outbound_.9080_.v1_." REVIEWS "\"}}},"
+               "  {\"name\": \"tlsMode-disabled\", \"match\": {},"
+               "   \"transport_socket\": {\"name\": \"envoy.transport_sockets.raw_buffer\","
+               "    \"typed_config\": {\"@type\": \"" RAW_BUFFER "\"}}}]}");
     /* grpc: HTTP/2 upstream. */
     CHECK(json_object_get(cluster(b, "outbound|9090||" RATINGS), "http2_protocol_options") != NULL);
     CHECK(json_object_get(cluster(b, "outbound|8080||" RATINGS), "http2_protocol_options") == NULL);
@@ -580,6 +603,34 @@ TEST(inbound_listener)
 
     CHECK_INT(json_array_size(json_object_get(b, "listeners")), 2);
     l = listener(b, "virtualInbound");
+    /* No PeerAuthentication: PERMISSIVE, a TLS chain and a plaintext one,
+     * the TLS inspector telling them apart, one connection manager. */
+    CHECK_JSON(json_object_get(l, "listener_filters"),
+               "[{\"name\": \"envoy.filters.listener.tls_inspector\", \"typed_config\": {"
+               "  \"@type\": \"type.googleapis.com/envoy.extensions.filters.listener.tls_inspector."
+               "v3.TlsInspector\"}}]");
+    {
+        json_t *chains = json_object_get(l, "filter_chains");
+        json_t *tls = json_array_get(chains, 0), *plain = json_array_get(chains, 1);
+        CHECK_INT(json_array_size(chains), 2);
+        CHECK_STR(jstr_at(tls, "name"), "virtualInbound-tls");
+        CHECK_JSON(json_object_get(tls, "filter_chain_match"), "{\"transport_protocol\": \"tls\"}");
+        CHECK_JSON(json_object_get(tls, "transport_socket"),
+                   "{\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+                   " \"@type\": \"" DOWNSTREAM_TLS "\","
+                   " \"common_tls_context\": {"
+                   "  \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"
+                   "  \"combined_validation_context\": {\"default_validation_context\": {},"
+                   "   \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}},"
+                   "  \"alpn_protocols\": [\"h2\", \"http/1.1\"]},"
+                   " \"require_client_certificate\": true}}");
+        CHECK_STR(jstr_at(plain, "name"), "virtualInbound-plaintext");
+        CHECK_JSON(json_object_get(plain, "filter_chain_match"),
+                   "{\"transport_protocol\": \"raw_buffer\"}");
+        CHECK(json_object_get(plain, "transport_socket") == NULL);
+        CHECK(json_equal(json_object_get(tls, "filters"), json_object_get(plain, "filters")));
+        CHECK_INT(json_array_size(json_object_get(tls, "filters")), 1);
+    }
     CHECK_JSON(json_object_get(l, "address"),
                "{\"socket_address\": {\"address\": \"127.0.0.1\", \"port_value\": 15006}}");
     CHECK_STR(jstr_at(l, "traffic_direction"), "INBOUND");
@@ -1051,6 +1102,410 @@ TEST(grpc_mesh_fixture_stays_grpc_shaped)
     json_decref(b);
 }
 
+/* ---- mTLS: PeerAuthentication, inbound chains, upstream transport sockets ------------------- */
+
+/* A configuration from YAML text (the loader's in-memory form). */
+static wf_config *load_text(const char *name, const char *yaml)
+{
+    wf_config_buf buf = {name, yaml, strlen(yaml)};
+    wf_config *c = NULL;
+    wf_diags d = {0};
+
+    if (wf_config_load_bufs(&buf, 1, &c, &d) != 0) {
+        fprintf(stderr, "loading %s failed:\n", name);
+        wf_diags_print(&d, stderr);
+        c = NULL;
+    }
+    wf_diags_free(&d);
+    return c;
+}
+
+#define PA(ns, name, body)                                                                         \
+    "---\napiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: " name    \
+    "\n  namespace: " ns "\nspec:\n" body
+
+/* Every precedence rule has a namespace of its own. */
+static const char peer_auth_yaml[] =
+    /* mesh-wide: STRICT; a selector in the root namespace applies to nobody */
+    PA("istio-system", "default", "  mtls: {mode: STRICT}\n")
+    PA("istio-system", "root-sel",
+       "  selector: {matchLabels: {app: a}}\n  mtls: {mode: DISABLE}\n")
+    /* shop: namespace-wide UNSET inherits the mesh; workload policies */
+    PA("shop", "ns-unset", "  mtls: {mode: UNSET}\n")
+    PA("shop", "reviews-v1",
+       "  selector: {matchLabels: {app: reviews, version: v1}}\n"
+       "  mtls: {mode: DISABLE}\n"
+       "  portLevelMtls:\n    9080: {mode: STRICT}\n    9090: {mode: UNSET}\n")
+    PA("shop", "productpage",
+       "  selector: {matchLabels: {app: productpage}}\n"
+       "  portLevelMtls:\n    8080: {mode: PERMISSIVE}\n")
+    /* legacy: namespace-wide DISABLE beats the mesh */
+    PA("legacy", "default", "  mtls: {mode: DISABLE}\n")
+    /* dup: two at each level, the first by name wins */
+    PA("dup", "b-ns", "  mtls: {mode: STRICT}\n")
+    PA("dup", "a-ns", "  mtls: {mode: PERMISSIVE}\n")
+    PA("dup", "z-wl", "  selector: {matchLabels: {app: x}}\n  mtls: {mode: STRICT}\n")
+    PA("dup", "m-wl", "  selector: {matchLabels: {app: x}}\n  mtls: {mode: DISABLE}\n")
+    /* nomtls: a policy without mtls inherits; a selector with no labels is
+     * namespace-wide */
+    PA("nomtls", "empty", "  {}\n")
+    PA("emptysel", "all", "  selector: {matchLabels: {}}\n  mtls: {mode: PERMISSIVE}\n");
+
+TEST(peer_auth_precedence)
+{
+    wf_config *c = load_text("peer_auth.yaml", peer_auth_yaml);
+    const char *const rv1[] = {"app", "reviews", "version", "v1", NULL};
+    const char *const rv2[] = {"app", "reviews", "version", "v2", NULL};
+    const char *const pp[] = {"app", "productpage", NULL};
+    const char *const a[] = {"app", "a", NULL};
+    const char *const x[] = {"app", "x", NULL};
+
+    CHECK(c != NULL);
+    if (!c)
+        return;
+    /* Nothing in the namespace: the mesh-wide policy. */
+    CHECK_INT(wf_peer_auth_mode(c, "nowhere", NULL, 0), WF_MTLS_STRICT);
+    /* Namespace-wide UNSET inherits; a workload the selectors miss. */
+    CHECK_INT(wf_peer_auth_mode(c, "shop", rv2, 9080), WF_MTLS_STRICT);
+    /* The workload's policy beats the namespace's and the mesh's... */
+    CHECK_INT(wf_peer_auth_mode(c, "shop", rv1, 0), WF_MTLS_DISABLE);
+    CHECK_INT(wf_peer_auth_mode(c, "shop", rv1, 8000), WF_MTLS_DISABLE);
+    /* ...its portLevelMtls beats it for that port; UNSET there inherits. */
+    CHECK_INT(wf_peer_auth_mode(c, "shop", rv1, 9080), WF_MTLS_STRICT);
+    CHECK_INT(wf_peer_auth_mode(c, "shop", rv1, 9090), WF_MTLS_DISABLE);
+    /* A workload policy without mtls inherits (STRICT), its port level not. */
+    CHECK_INT(wf_peer_auth_mode(c, "shop", pp, 9080), WF_MTLS_STRICT);
+    CHECK_INT(wf_peer_auth_mode(c, "shop", pp, 8080), WF_MTLS_PERMISSIVE);
+    /* Selectors select in their own namespace only. */
+    CHECK_INT(wf_peer_auth_mode(c, "legacy", rv1, 9080), WF_MTLS_DISABLE);
+    /* Namespace-wide beats mesh-wide. */
+    CHECK_INT(wf_peer_auth_mode(c, "legacy", NULL, 0), WF_MTLS_DISABLE);
+    /* Selector policies in the root namespace apply to nobody; the root
+     * namespace's workloads take the mesh-wide policy. */
+    CHECK_INT(wf_peer_auth_mode(c, "istio-system", a, 0), WF_MTLS_STRICT);
+    CHECK_INT(wf_peer_auth_mode(c, "nowhere", a, 0), WF_MTLS_STRICT);
+    /* Several at one level: the first by name (with a warning). */
+    CHECK_INT(wf_peer_auth_mode(c, "dup", NULL, 0), WF_MTLS_PERMISSIVE);
+    CHECK_INT(wf_peer_auth_mode(c, "dup", x, 0), WF_MTLS_DISABLE);
+    /* No mtls at all inherits; matchLabels {} is namespace-wide. */
+    CHECK_INT(wf_peer_auth_mode(c, "nomtls", x, 0), WF_MTLS_STRICT);
+    CHECK_INT(wf_peer_auth_mode(c, "emptysel", NULL, 0), WF_MTLS_PERMISSIVE);
+    CHECK_INT(wf_peer_auth_mode(c, "emptysel", x, 0), WF_MTLS_PERMISSIVE);
+    wf_config_free(c);
+
+    /* Nothing at all: PERMISSIVE. */
+    CHECK_INT(wf_peer_auth_mode(mesh, "default", productpage, 9080), WF_MTLS_PERMISSIVE);
+    /* The mesh-wide level is MeshConfig.rootNamespace's. */
+    c = load_text("root.yaml", "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata:\n"
+                               "  name: default\n  namespace: mesh-root\nspec:\n"
+                               "  rootNamespace: mesh-root\n" PA("mesh-root", "m",
+                                                                 "  mtls: {mode: DISABLE}\n")
+                                   PA("istio-system", "not-root", "  mtls: {mode: STRICT}\n"));
+    CHECK(c != NULL);
+    if (c) {
+        CHECK_INT(wf_peer_auth_mode(c, "shop", NULL, 0), WF_MTLS_DISABLE);
+        /* istio-system is an ordinary namespace here. */
+        CHECK_INT(wf_peer_auth_mode(c, "istio-system", NULL, 0), WF_MTLS_STRICT);
+        wf_config_free(c);
+    }
+}
+
+/* The inbound listener's chains follow the mode of the application port. */
+TEST(inbound_chains_by_mode)
+{
+    wf_config *c = load_text("peer_auth.yaml", peer_auth_yaml);
+    const char *const rv1[] = {"app", "reviews", "version", "v1", NULL};
+    const char *const pp[] = {"app", "productpage", NULL};
+    const struct {
+        const char *ns;
+        const char *const *labels;
+        int port;
+        const char *chains;
+    } cases[] = {
+        {"shop", rv1, 9080, "virtualInbound-tls"},       /* STRICT */
+        {"shop", rv1, 9090, "virtualInbound-plaintext"}, /* DISABLE */
+        {"shop", pp, 8080, "virtualInbound-tls virtualInbound-plaintext"},
+        {"legacy", NULL, 8080, "virtualInbound-plaintext"},
+    };
+
+    CHECK(c != NULL);
+    for (size_t i = 0; c && i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *b = run(c, cases[i].ns, cases[i].labels, cases[i].port), *fc;
+        json_t *l = listener(b, "virtualInbound");
+        char names[256] = "";
+        size_t k, n = 0;
+
+        json_array_foreach(json_object_get(l, "filter_chains"), k, fc)
+        {
+            const char *tp =
+                jstr_at(json_object_get(fc, "filter_chain_match"), "transport_protocol");
+            n += (size_t)snprintf(names + n, sizeof(names) - n, "%s%s", n ? " " : "",
+                                  jstr_at(fc, "name"));
+            /* tls chains and only they terminate TLS; each has the HCM. */
+            CHECK_INT(json_object_get(fc, "transport_socket") != NULL, strcmp(tp, "tls") == 0);
+            CHECK_STR(jstr_at(json_array_get(json_object_get(fc, "filters"), 0), "name"),
+                      "envoy.filters.network.http_connection_manager");
+        }
+        CHECK_STR(names, cases[i].chains);
+        CHECK(json_object_get(l, "listener_filters") != NULL);
+        /* The outbound listener is as before: one chain, no transport. */
+        CHECK_INT(json_array_size(json_object_get(listener(b, "virtualOutbound"), "filter_chains")),
+                  1);
+        json_decref(b);
+    }
+    if (c)
+        wf_config_free(c);
+}
+
+#define SE(ns, name, body)                                                                         \
+    "---\napiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: " name       \
+    "\n  namespace: " ns "\nspec:\n" body
+#define WE(ns, name, body)                                                                         \
+    "---\napiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata:\n  name: " name      \
+    "\n  namespace: " ns "\nspec:\n" body
+#define DR(ns, name, body)                                                                         \
+    "---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata:\n  name: " name    \
+    "\n  namespace: " ns "\nspec:\n" body
+
+static const char upstream_yaml[] =
+    "apiVersion: weft.io/v1alpha1\nkind: MeshConfig\nmetadata:\n  name: default\n"
+    "  namespace: istio-system\nspec:\n  trustDomain: example.org\n"
+    /* reviews: two endpoints with sidecars (one without service account), one
+     * without; the entry names two more identities, one of them again */
+    SE("shop", "reviews",
+       "  hosts: [reviews.shop.svc.cluster.local]\n  location: MESH_INTERNAL\n"
+       "  ports: [{number: 9080, name: http}, {number: 9081, name: http2-x}]\n"
+       "  resolution: STATIC\n  workloadSelector: {labels: {app: reviews}}\n"
+       "  subjectAltNames:\n"
+       "  - spiffe://other.org/ns/x/sa/y\n  - spiffe://example.org/ns/shop/sa/reviews\n")
+    WE("shop", "reviews-v1",
+       "  address: 10.0.0.1\n  serviceAccount: reviews\n"
+       "  labels: {app: reviews, version: v1, security.istio.io/tlsMode: istio}\n")
+    WE("shop", "reviews-v2",
+       "  address: 10.0.0.2\n"
+       "  labels: {app: reviews, version: v2, security.istio.io/tlsMode: istio}\n")
+    WE("shop", "reviews-legacy", "  address: 10.0.0.3\n  labels: {app: reviews, version: v1}\n")
+    /* the rule: no tls (auto), port 9081 DISABLE; subset v2 ISTIO_MUTUAL with
+     * its own identities and SNI (beats the port level too) */
+    DR("shop", "reviews",
+       "  host: reviews.shop.svc.cluster.local\n"
+       "  trafficPolicy:\n    portLevelSettings:\n    - port: {number: 9081}\n"
+       "      tls: {mode: DISABLE}\n"
+       "  subsets:\n  - name: v1\n    labels: {version: v1}\n"
+       "  - name: v2\n    labels: {version: v2}\n    trafficPolicy:\n"
+       "      tls: {mode: ISTIO_MUTUAL, sni: v2.reviews, subjectAltNames: [spiffe://a/b]}\n")
+    /* ratings: ISTIO_MUTUAL for all, from the rule */
+    SE("shop", "ratings",
+       "  hosts: [ratings.shop.svc.cluster.local]\n  location: MESH_INTERNAL\n"
+       "  ports: [{number: 8080, name: http}]\n  resolution: STATIC\n"
+       "  endpoints: [{address: 10.0.1.1}]\n")
+    DR("shop", "ratings",
+       "  host: ratings.shop.svc.cluster.local\n  trafficPolicy: {tls: {mode: ISTIO_MUTUAL}}\n")
+    /* external: SIMPLE with its own roots and names; the default SNI */
+    SE("shop", "api", "  hosts: [api.example.com]\n  ports: [{number: 443, name: https}]\n"
+                      "  resolution: DNS\n  endpoints: [{address: 127.0.0.1}]\n")
+    DR("shop", "api",
+       "  host: api.example.com\n  trafficPolicy:\n    tls:\n      mode: SIMPLE\n"
+       "      caCertificates: /etc/weft/api-ca.pem\n      subjectAltNames: [api.example.com]\n")
+    /* MUTUAL without verification, its own SNI; SIMPLE with system roots and
+     * a credentialName (ignored with a warning) */
+    SE("shop", "bank", "  hosts: [bank.example.com, pay.example.com]\n"
+                       "  ports: [{number: 443, name: tls}]\n"
+                       "  resolution: DNS\n  endpoints: [{address: 127.0.0.2}]\n")
+    DR("shop", "bank",
+       "  host: bank.example.com\n  trafficPolicy:\n    tls:\n      mode: MUTUAL\n"
+       "      clientCertificate: /etc/weft/client.pem\n      privateKey: /etc/weft/client.key\n"
+       "      insecureSkipVerify: true\n      sni: secure.bank.example.com\n")
+    DR("shop", "pay",
+       "  host: pay.example.com\n"
+       "  trafficPolicy: {tls: {mode: SIMPLE, credentialName: pay-secret}}\n")
+    /* external, no rule: plaintext (no auto mTLS outside the mesh) */
+    SE("shop", "plain", "  hosts: [plain.example.com]\n  ports: [{number: 80, name: http}]\n"
+                        "  resolution: DNS\n"
+                        "  endpoints: [{address: 127.0.0.3, labels: "
+                        "{security.istio.io/tlsMode: istio}}]\n")
+    /* a namespace whose servers refuse mTLS: no auto mTLS toward it */
+    SE("legacy", "old", "  hosts: [old.legacy.svc.cluster.local]\n  location: MESH_INTERNAL\n"
+                        "  ports: [{number: 80, name: http}]\n  resolution: STATIC\n"
+                        "  endpoints: [{address: 10.0.2.1}]\n")
+    PA("legacy", "default", "  mtls: {mode: DISABLE}\n");
+
+static json_t *tsock(json_t *b, const char *cname)
+{
+    return json_object_get(cluster(b, cname), "transport_socket");
+}
+
+#define RV "reviews.shop.svc.cluster.local"
+#define ISTIO_MUTUAL_JSON(sans, sni)                                                               \
+    "{\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"                              \
+    " \"@type\": \"" UPSTREAM_TLS "\","                                                            \
+    " \"common_tls_context\": {"                                                                   \
+    "  \"tls_certificate_sds_secret_configs\": [{\"name\": \"default\"}],"                         \
+    "  \"combined_validation_context\": {"                                                         \
+    "   \"default_validation_context\": {" sans "},"                                               \
+    "   \"validation_context_sds_secret_config\": {\"name\": \"ROOTCA\"}}},"                       \
+    " \"sni\": \"" sni "\"}}"
+
+TEST(upstream_auto_mtls)
+{
+    wf_config *c = load_text("upstream.yaml", upstream_yaml);
+    json_t *b = run(c, "shop", productpage, 0), *m, *e;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* Auto mTLS: the endpoints' identities in the trust domain (the legacy
+     * one and the one without account count: "default"), the entry's names,
+     * sorted and unique. */
+    m = json_object_get(cluster(b, "outbound|9080||" RV), "transport_socket_matches");
+    CHECK_INT(json_array_size(m), 2);
+    CHECK_STR(jstr_at(json_array_get(m, 0), "name"), "tlsMode-istio");
+    CHECK_JSON(json_object_get(json_array_get(m, 0), "match"), "{\"tlsMode\": \"istio\"}");
+    CHECK_JSON(json_object_get(json_array_get(m, 0), "transport_socket"),
+               ISTIO_MUTUAL_JSON("\"match_subject_alt_names\": ["
+                                 " {\"exact\": \"spiffe://example.org/ns/shop/sa/default\"},"
+                                 " {\"exact\": \"spiffe://example.org/ns/shop/sa/reviews\"},"
+                                 " {\"exact\": \"spiffe://other.org/ns/x/sa/y\"}]",
+                                 "outbound_.9080_._." RV));
+    CHECK_JSON(json_array_get(m, 1),
+               "{\"name\": \"tlsMode-disabled\", \"match\": {}, \"transport_socket\": {"
+               " \"name\": \"envoy.transport_sockets.raw_buffer\","
+               " \"typed_config\": {\"@type\": \"" RAW_BUFFER "\"}}}");
+    CHECK(tsock(b, "outbound|9080||" RV) == NULL);
+    /* A subset: its SNI, the service's identities. */
+    m = json_object_get(cluster(b, "outbound|9080|v1|" RV), "transport_socket_matches");
+    CHECK_STR(jstr_at(json_object_get(json_object_get(json_array_get(m, 0), "transport_socket"),
+                                      "typed_config"),
+                      "sni"),
+              "outbound_.9080_.v1_." RV);
+    /* Endpoints with a sidecar carry the match; the one without does not. */
+    e = json_object_get(json_array_get(lbes(b, "outbound|9080||" RV), 0), "metadata");
+    CHECK_JSON(json_object_get(json_object_get(e, "filter_metadata"),
+                               "envoy.transport_socket_match"),
+               "{\"tlsMode\": \"istio\"}");
+    CHECK_STR(jstr_at(json_object_get(json_object_get(json_object_get(e, "filter_metadata"),
+                                                      "istio"),
+                                      "labels"),
+                      "security.istio.io/tlsMode"),
+              "istio");
+    CHECK_STR(ep_at(b, "outbound|9080||" RV, 2), "10.0.0.3:9080");
+    e = json_object_get(json_array_get(lbes(b, "outbound|9080||" RV), 2), "metadata");
+    CHECK(json_object_get(json_object_get(e, "filter_metadata"), "envoy.transport_socket_match") ==
+          NULL);
+    /* Outside the mesh, or toward a namespace that disables mTLS: no
+     * transport socket at all, whatever the endpoints' labels. */
+    CHECK(json_object_get(cluster(b, "outbound|80||plain.example.com"),
+                          "transport_socket_matches") == NULL);
+    CHECK(tsock(b, "outbound|80||plain.example.com") == NULL);
+    CHECK(json_object_get(cluster(b, "outbound|80||old.legacy.svc.cluster.local"),
+                          "transport_socket_matches") == NULL);
+    CHECK(tsock(b, "outbound|80||old.legacy.svc.cluster.local") == NULL);
+    /* The inbound cluster never has one. */
+    json_decref(b);
+    b = run(c, "shop", productpage, 8000);
+    CHECK(json_object_get(cluster(b, "inbound|8000||"), "transport_socket") == NULL);
+    CHECK(json_object_get(cluster(b, "inbound|8000||"), "transport_socket_matches") == NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(upstream_destination_rule_tls)
+{
+    wf_config *c = load_text("upstream.yaml", upstream_yaml);
+    json_t *b = run(c, "shop", productpage, 0), *x;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* Port level DISABLE: plaintext, for the subset without tls too. */
+    CHECK(tsock(b, "outbound|9081||" RV) == NULL);
+    CHECK(json_object_get(cluster(b, "outbound|9081||" RV), "transport_socket_matches") == NULL);
+    CHECK(tsock(b, "outbound|9081|v1|" RV) == NULL);
+    CHECK(json_object_get(cluster(b, "outbound|9081|v1|" RV), "transport_socket_matches") ==
+          NULL);
+    /* The subset's ISTIO_MUTUAL beats the rule's port level; its own names. */
+    CHECK_JSON(tsock(b, "outbound|9081|v2|" RV),
+               ISTIO_MUTUAL_JSON("\"match_subject_alt_names\": [{\"exact\": \"spiffe://a/b\"}]",
+                                 "v2.reviews"));
+    CHECK_JSON(tsock(b, "outbound|9080|v2|" RV),
+               ISTIO_MUTUAL_JSON("\"match_subject_alt_names\": [{\"exact\": \"spiffe://a/b\"}]",
+                                 "v2.reviews"));
+    CHECK(json_object_get(cluster(b, "outbound|9080|v2|" RV), "transport_socket_matches") ==
+          NULL);
+    /* The rule's ISTIO_MUTUAL: every endpoint, with the service's identity
+     * (an inline endpoint without account: "default"). */
+    CHECK_JSON(tsock(b, "outbound|8080||ratings.shop.svc.cluster.local"),
+               ISTIO_MUTUAL_JSON(
+                   "\"match_subject_alt_names\": ["
+                   " {\"exact\": \"spiffe://example.org/ns/shop/sa/default\"}]",
+                   "outbound_.8080_._.ratings.shop.svc.cluster.local"));
+    /* SIMPLE: the rule's roots and names, the host as SNI. */
+    CHECK_JSON(tsock(b, "outbound|443||api.example.com"),
+               "{\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+               " \"@type\": \"" UPSTREAM_TLS "\","
+               " \"common_tls_context\": {\"validation_context\": {"
+               "  \"trusted_ca\": {\"filename\": \"/etc/weft/api-ca.pem\"},"
+               "  \"match_subject_alt_names\": [{\"exact\": \"api.example.com\"}]}},"
+               " \"sni\": \"api.example.com\"}}");
+    /* MUTUAL: the client certificate; insecureSkipVerify: no validation. */
+    CHECK_JSON(tsock(b, "outbound|443||bank.example.com"),
+               "{\"name\": \"envoy.transport_sockets.tls\", \"typed_config\": {"
+               " \"@type\": \"" UPSTREAM_TLS "\","
+               " \"common_tls_context\": {\"tls_certificates\": [{"
+               "  \"certificate_chain\": {\"filename\": \"/etc/weft/client.pem\"},"
+               "  \"private_key\": {\"filename\": \"/etc/weft/client.key\"}}]},"
+               " \"sni\": \"secure.bank.example.com\"}}");
+    /* SIMPLE without caCertificates: the system roots; credentialName is
+     * ignored. */
+    x = json_object_get(json_object_get(tsock(b, "outbound|443||pay.example.com"), "typed_config"),
+                        "common_tls_context");
+    CHECK_JSON(x, "{\"validation_context\": {\"trusted_ca\": {\"filename\":"
+                  " \"/etc/ssl/certs/ca-certificates.crt\"}}}");
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+/* Proxyless gRPC: no transport sockets (it would need certificate
+ * providers); the endpoints are as for a sidecar. */
+TEST(grpc_has_no_transport_sockets)
+{
+    wf_config *c = load_text("upstream.yaml", upstream_yaml);
+    json_t *b = run_grpc(c, "shop"), *side = run(c, "shop", productpage, 0);
+
+    CHECK(b != NULL && side != NULL);
+    CHECK_INT(count_key(b, "transport_socket"), 0);
+    CHECK_INT(count_key(b, "transport_socket_matches"), 0);
+    CHECK(count_key(side, "transport_socket") > 0);
+    CHECK(json_equal(json_object_get(b, "endpoints"), json_object_get(side, "endpoints")));
+    json_decref(b);
+    json_decref(side);
+    if (c)
+        wf_config_free(c);
+}
+
+/* The trust domain is MeshConfig's, "cluster.local" by default (the mesh
+ * fixture sets none). */
+TEST(trust_domain_from_mesh_config)
+{
+    wf_config *c = load_text("upstream.yaml", upstream_yaml);
+    json_t *b = run(c, "shop", productpage, 0), *d = run(mesh, "default", productpage, 0);
+    char *s = json_dumps(b, 0), *sd = json_dumps(d, 0);
+
+    CHECK(s && strstr(s, "spiffe://example.org/ns/shop/sa/reviews") != NULL);
+    CHECK(s && strstr(s, "spiffe://cluster.local/") == NULL);
+    CHECK(sd && strstr(sd, "spiffe://cluster.local/ns/default/sa/reviews") != NULL);
+    free(s);
+    free(sd);
+    json_decref(b);
+    json_decref(d);
+    if (c)
+        wf_config_free(c);
+}
+
 int main(void)
 {
     mesh = load("mesh");
@@ -1090,7 +1545,14 @@ int main(void)
     }
     if (mesh) {
         RUN(grpc_mesh_fixture_stays_grpc_shaped);
-        wf_config_free(mesh);
+        RUN(peer_auth_precedence);
+        RUN(trust_domain_from_mesh_config);
     }
+    RUN(inbound_chains_by_mode);
+    RUN(upstream_auto_mtls);
+    RUN(upstream_destination_rule_tls);
+    RUN(grpc_has_no_transport_sockets);
+    if (mesh)
+        wf_config_free(mesh);
     return TEST_SUMMARY();
 }
