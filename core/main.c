@@ -32,6 +32,8 @@ static void help(void)
            "  weft --role=ROLE [flags]     run a role\n"
            "  weft validate PATH...        check Istio/weft YAML config (files or directories)\n"
            "  weft proxy-status [--istiod ADDR]  every proxy connected to istiod and its xDS sync state\n"
+           "  weft token --ca-dir DIR --namespace NS --service-account SA [--ttl 1h] [--trust-domain TD]\n"
+           "                               a bootstrap token: the CA issues that identity to its holder\n"
            "  weft --version | --help\n\n"
            "roles:\n",
            WF_VERSION);
@@ -61,6 +63,8 @@ int main(int argc, char **argv)
         return wf_tool_validate(argc - 1, argv + 1);
     if (strcmp(argv[1], "proxy-status") == 0)
         return wf_tool_proxy_status(argc - 1, argv + 1);
+    if (strcmp(argv[1], "token") == 0)
+        return wf_tool_token(argc - 1, argv + 1);
 
     /* The role may be anywhere among the flags; it is taken out of argv. */
     for (int i = 1; i < argc; i++) {

@@ -145,11 +145,13 @@ class Mesh:
         self._wait_converged()
 
     def _start_istiod(self):
-        xds, mon = free_ports(2)
+        xds, mon, sec = free_ports(3)
         d = self.istiod
-        d.update(xds=xds, mon=mon, stderr=self.dir / "istiod.stderr")
+        d.update(xds=xds, mon=mon, secure=sec, stderr=self.dir / "istiod.stderr",
+                 ca=self.dir / "ca")
         args = [self.weft, "--role=istiod", "--config-dir", str(self.config),
-                "--xds-listen", "127.0.0.1:%d" % xds, "--monitoring", "127.0.0.1:%d" % mon]
+                "--xds-listen", "127.0.0.1:%d" % xds, "--monitoring", "127.0.0.1:%d" % mon,
+                "--secure-listen", "127.0.0.1:%d" % sec, "--ca-dir", str(d["ca"])]
         with open(d["stderr"], "wb") as err:
             d["proc"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
                                          env=child_env(), start_new_session=True)
@@ -169,10 +171,26 @@ class Mesh:
             line += c
         return proc, int(line.split()[1])
 
+    def token(self, app):
+        """A bootstrap token for default/APP from istiod's CA (weft token)."""
+        path = self.dir / ("%s.token" % app)
+        r = subprocess.run([self.weft, "token", "--ca-dir", str(self.istiod["ca"]),
+                            "--namespace", "default", "--service-account", app, "--ttl", "1h"],
+                           capture_output=True, text=True, env=child_env())
+        if r.returncode != 0:
+            raise RuntimeError("weft token failed: %s" % r.stderr.strip())
+        path.write_text(r.stdout)
+        return path
+
     def _start_proxy(self, name, app, version):
         p = self.proxies[name]
         p["stderr"] = self.dir / ("%s.stderr" % name)
-        args = [self.weft, "--role=proxy", "--xds", "127.0.0.1:%d" % self.istiod["xds"],
+        secure = "127.0.0.1:%d" % self.istiod["secure"]
+        # The certificate comes from istiod's CA (a token proves who the
+        # workload is); xDS then runs over mTLS on the secure port.
+        args = [self.weft, "--role=proxy", "--xds", secure, "--ca", secure,
+                "--token-file", str(self.token(app)),
+                "--root-cert", str(self.istiod["ca"] / "root-cert.pem"),
                 "--name", name, "--namespace", "default", "--service-account", app,
                 "--labels", "app=%s,version=%s" % (app, version),
                 "--outbound", "127.0.0.1:%d" % p["out"],
@@ -259,6 +277,10 @@ class Mesh:
                             "127.0.0.1:%d" % self.istiod["mon"]],
                            capture_output=True, text=True, timeout=DEADLINE, env=child_env())
         return p.returncode, (p.stdout if p.returncode == 0 else p.stderr)
+
+    def certs(self, name):
+        status, body = http_get(self.proxies[name]["admin"], "/certs")
+        return json.loads(body) if status == 200 else {}
 
     def stderr_of(self, name):
         path = self.istiod.get("stderr") if name == "istiod" else \
@@ -465,6 +487,33 @@ def run_traffic(mesh, s, n):
     if with_header != sent:
         wrong.append("only %d of %d responses carried %s" % (with_header, sent, plugin_header))
     print()
+
+    print(s.bold("7. identities: mTLS between every pair of proxies (PeerAuthentication STRICT)"))
+    for name in mesh.proxies:
+        c = mesh.certs(name)
+        print("     %-12s %s  serial %s..  until %s"
+              % (name, c.get("identity"), (c.get("serial") or "?")[:8], c.get("not_after")))
+        if not (c.get("identity") or "").startswith("spiffe://cluster.local/ns/default/sa/"):
+            wrong.append("%s has no workload identity: %s" % (name, c))
+    status, headers, body = mesh.request("reviews:9080", "/whoami")
+    try:
+        xfcc = {k.lower(): v for k, v in json.loads(body)["headers"].items()}.get(
+            "x-forwarded-client-cert", "")
+    except ValueError:
+        xfcc = ""
+    print("     reviews' app was told who called (x-forwarded-client-cert):")
+    print("       " + (xfcc or "(nothing)"))
+    if "URI=spiffe://cluster.local/ns/default/sa/productpage" not in xfcc:
+        wrong.append("reviews did not see productpage's identity: %r" % xfcc)
+    inb = mesh.proxies["reviews-v1"]["inb"]
+    try:
+        code = http_get(inb, "/")[0]
+        print(s.red("     plaintext to reviews-v1's inbound 127.0.0.1:%d answered %d" % (inb, code)))
+        wrong.append("a plaintext request to a STRICT inbound listener got %d" % code)
+    except OSError as e:
+        print("     plaintext to reviews-v1's inbound 127.0.0.1:%d: refused (%s)"
+              % (inb, e.__class__.__name__))
+    print()
     return wrong
 
 
@@ -497,8 +546,8 @@ def main():
                   + s.dim("(config: a copy of %s)" % os.path.relpath(HERE)))
             print()
             mesh.start()
-            print("     istiod: xDS on 127.0.0.1:%d, monitoring on 127.0.0.1:%d"
-                  % (mesh.istiod["xds"], mesh.istiod["mon"]))
+            print("     istiod: xDS + CA over mTLS on 127.0.0.1:%d, monitoring on 127.0.0.1:%d"
+                  % (mesh.istiod["secure"], mesh.istiod["mon"]))
             print()
             print("     %-12s %-17s %-17s %s" % ("workload", "proxy outbound", "proxy inbound",
                                                   "app"))

@@ -18,6 +18,8 @@
 
 #define WF_CA_DEFAULT_TTL (24 * 3600)
 #define WF_CA_DEFAULT_TRUST_DOMAIN "cluster.local"
+/* The name clients verify in the CA's (istiod's) serving certificate. */
+#define WF_CA_SERVER_NAME "istiod.istio-system.svc"
 
 typedef struct wf_ca wf_ca;
 
@@ -37,7 +39,14 @@ typedef struct wf_spiffe_id {
  * (wf_ca_free).
  */
 int wf_ca_load_or_create(const char *dir, const char *trust_domain, wf_ca **out, char **err);
+/* The same without ever creating one: WF_CA_NO_CA when dir has no
+ * ca-cert.pem (for `weft token`, which must not invent a second root). */
+#define WF_CA_NO_CA (-2)
+int wf_ca_load(const char *dir, const char *trust_domain, wf_ca **out, char **err);
 void wf_ca_free(wf_ca *ca);
+
+/* An X.509 time (UTC) as time_t. */
+time_t wf_x509_time(const mbedtls_x509_time *t);
 
 /* Borrowed from ca, valid until wf_ca_free. */
 const char *wf_ca_trust_domain(const wf_ca *ca);
@@ -45,15 +54,56 @@ const char *wf_ca_root_pem(const wf_ca *ca);
 const mbedtls_x509_crt *wf_ca_root(const wf_ca *ca);
 
 /*
+ * Parses csr_pem, verifies its signature and that its key is P-256, and
+ * returns the URI SANs it asks for (any scheme, in order; *uris NULL and *n
+ * 0 when none).  Free *uris with wf_ca_chain_free.  A CA uses it to refuse a
+ * request for an identity the caller does not have.
+ */
+int wf_ca_csr_check(const char *csr_pem, char ***uris, size_t *n, char **err);
+
+/*
  * Verifies csr_pem's signature and issues a P-256 leaf for spiffe_id (the
  * CA decides the SAN; whatever the CSR asks for is ignored).  spiffe_id must
- * be in this CA's trust domain.  ttl_seconds <= 0 means 24 h.  On success
- * *chain is a malloc'd array of *n malloc'd PEM strings, leaf first, root
- * last, n >= 2; free with wf_ca_chain_free.
+ * be in this CA's trust domain.  ttl_seconds <= 0 means 24 h; notAfter
+ * never goes past the CA certificate's (or its chain's) own.  The issuer
+ * name is ca-cert.pem's subject byte for byte.  On success *chain is a
+ * malloc'd array of *n malloc'd PEM strings, leaf first, root last, n >= 2;
+ * free with wf_ca_chain_free.
  */
 int wf_ca_sign_csr(wf_ca *ca, const char *csr_pem, const char *spiffe_id, long ttl_seconds,
                    char ***chain, size_t *n, char **err);
 void wf_ca_chain_free(char **chain, size_t n);
+
+/*
+ * A serving certificate for the CA itself or istiod: a fresh P-256 key and
+ * a leaf with one DNS SAN (e.g. "istiod.istio-system.svc"), EKU serverAuth
+ * and clientAuth, lifetime as for wf_ca_sign_csr.  *chain_pem is one PEM
+ * string, the leaf first, then the intermediates (the root is left out:
+ * clients have it).  *chain_pem and *key_pem are malloc'd.
+ */
+int wf_ca_issue_server(wf_ca *ca, const char *dns_name, long ttl_seconds, char **chain_pem,
+                       char **key_pem, char **err);
+
+/* What a holder shows on /certs and in logs. */
+typedef struct wf_ca_cert_info {
+    char identity[512]; /* the SPIFFE ID, else the first DNS SAN, else "" */
+    char serial[80];    /* lower-case hex, no colons */
+    time_t not_before, not_after;
+} wf_ca_cert_info;
+
+int wf_ca_crt_info(const mbedtls_x509_crt *crt, wf_ca_cert_info *out);
+/* The same for the first certificate of a PEM string. */
+int wf_ca_pem_info(const char *pem, wf_ca_cert_info *out, char **err);
+
+/*
+ * A client's check of what CreateCertificate returned: chain[0] is a
+ * workload (non-CA) certificate for key_pem's key that chains through
+ * chain[1..n) to one of roots_pem and carries exactly one SPIFFE ID, equal
+ * to want_id unless that is NULL.  Fills *info (may be NULL) for the leaf.
+ */
+int wf_ca_check_issued(const char *const *chain, size_t n, const char *roots_pem,
+                       const char *key_pem, const char *want_id, wf_ca_cert_info *info,
+                       char **err);
 
 /* Proxy side: a fresh P-256 key and a CSR for it; both malloc'd PEM. */
 int wf_ca_make_key_csr(char **key_pem, char **csr_pem, char **err);
@@ -90,5 +140,13 @@ int wf_ca_token_issue_at(wf_ca *ca, const char *ns, const char *sa, time_t iat, 
  */
 int wf_ca_token_verify(const wf_ca *ca, const char *token, time_t now, char **ns_out,
                        char **sa_out, char **err);
+/*
+ * Reads a token's ns, sa, audience (trust domain) and expiry WITHOUT
+ * verifying it: the holder's view (which identity to expect from the CA).
+ * Never use it to decide what to grant.  Any out may be NULL; strings are
+ * malloc'd.
+ */
+int wf_ca_token_claims(const char *token, char **ns, char **sa, char **td, time_t *exp,
+                       char **err);
 
 #endif

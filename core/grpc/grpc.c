@@ -23,6 +23,14 @@
  * only submit to nghttp2 and ask for a flush on the next loop turn (an idle
  * handle), which also gathers several sends into one write.  Sending is
  * what can close a stream, and so call on_close.
+ *
+ * TLS (core/tls) sits between the socket and nghttp2 when the server or
+ * the client call was given a context: read_cb -> wf_tls_feed -> (plaintext)
+ * nghttp2_session_mem_recv; flush() pulls frames into a plaintext batch and
+ * wf_tls_write turns it into ciphertext in tbuf, which goes out as the same
+ * single uv_write (tbuf and wbuf swap).  Nothing is pulled from nghttp2
+ * until the handshake is done; the handshake's own records go out through
+ * tbuf too.  The connect/SETTINGS deadline covers the handshake.
  */
 #include "grpc/grpc.h"
 #include "grpc/testing.h"
@@ -114,6 +122,11 @@ struct conn {
     char peer[64];
     uint8_t *wbuf;
     size_t wlen, wcap;
+    wf_tls_conn *tls; /* NULL: h2c */
+    uint8_t *pbuf;    /* TLS: plaintext frames pulled from nghttp2 */
+    size_t plen, pcap;
+    uint8_t *tbuf; /* TLS: ciphertext waiting for the next uv_write */
+    size_t tlen, tcap;
     size_t rx_buffered; /* bytes of partial messages, all calls */
     int in_ng;          /* nghttp2 calls on the stack: no mem_send now */
     int refs;           /* libuv handles open + getaddrinfo pending */
@@ -124,7 +137,8 @@ struct conn {
     unsigned draining : 1;
     unsigned hclosed : 1; /* uv_close called */
     unsigned settings_seen : 1;
-    char reason[256]; /* why it ended, for logs and the client's on_close */
+    unsigned tls_ok : 1; /* handshake done and checked */
+    char reason[256];    /* why it ended, for logs and the client's on_close */
 };
 
 struct wf_grpc_server {
@@ -135,6 +149,7 @@ struct wf_grpc_server {
     size_t nconns;
     int port;
     unsigned stopping : 1, lclosed : 1;
+    wf_tls_ctx *tls; /* for connections accepted from now on; NULL: h2c */
     char addr[64];
 };
 
@@ -1093,8 +1108,10 @@ static conn *conn_new(uv_loop_t *loop)
 
 static void server_maybe_free(wf_grpc_server *s)
 {
-    if (s->stopping && s->lclosed && s->nconns == 0)
+    if (s->stopping && s->lclosed && s->nconns == 0) {
+        wf_tls_ctx_unref(s->tls);
         free(s);
+    }
 }
 
 /* Every handle is closed: end the calls still open, then free. */
@@ -1130,7 +1147,10 @@ static void conn_finalize(conn *cn)
         call_free(c);
     }
     nghttp2_session_del(cn->ng);
+    wf_tls_conn_free(cn->tls);
     free(cn->wbuf);
+    free(cn->pbuf);
+    free(cn->tbuf);
     free(cn);
     if (srv) {
         srv->nconns--;
@@ -1149,12 +1169,16 @@ static void handle_closed(uv_handle_t *h)
     conn_unref(h->data);
 }
 
+static void tls_last_words(conn *cn);
+
 static void conn_close(conn *cn, const char *reason)
 {
     if (cn->hclosed)
         return;
     if (reason && !cn->reason[0])
         snprintf(cn->reason, sizeof(cn->reason), "%s", reason);
+    if (cn->tls)
+        tls_last_words(cn);
     WF_DEBUG("grpc: connection %llu with %s closed: %s", cn->id, cn->peer,
              cn->reason[0] ? cn->reason : "done");
     cn->closing = 1;
@@ -1175,13 +1199,24 @@ static void timer_fired(uv_timer_t *t)
         conn_close(cn, NULL);
         return;
     }
-    if (cn->srv) {
+    if (cn->srv && cn->tls && !wf_tls_established(cn->tls)) {
+        snprintf(msg, sizeof(msg), "%s did not complete the TLS handshake within %g s", cn->peer,
+                 wf__grpc_handshake_ms / 1000.0);
+        WF_WARN("grpc: connection %llu: %s; closing it", cn->id, msg);
+    } else if (cn->srv) {
         snprintf(msg, sizeof(msg), "%s sent no HTTP/2 preface and SETTINGS within %g s", cn->peer,
                  wf__grpc_handshake_ms / 1000.0);
         WF_WARN("grpc: connection %llu: %s; closing it", cn->id, msg);
     } else if (!cn->connected) {
         snprintf(msg, sizeof(msg),
                  "connecting to %s timed out after %g s (is the address right and reachable?)",
+                 cn->peer, wf__grpc_handshake_ms / 1000.0);
+    } else if (cn->tls && !wf_tls_established(cn->tls)) {
+        snprintf(msg, sizeof(msg),
+                 "TLS: %s did not complete the handshake within %g s (is it a TLS server?)",
+                 cn->peer, wf__grpc_handshake_ms / 1000.0);
+    } else if (cn->tls) {
+        snprintf(msg, sizeof(msg), "%s sent no HTTP/2 SETTINGS within %g s (is it a gRPC server?)",
                  cn->peer, wf__grpc_handshake_ms / 1000.0);
     } else {
         snprintf(msg, sizeof(msg),
@@ -1227,57 +1262,110 @@ static void written(uv_write_t *w, int status)
     flush(cn);
 }
 
-/* Pulls frames out of nghttp2 and writes them, one uv_write at a time. */
-static void flush(conn *cn)
+/* Pulls frames out of nghttp2 into *buf (at most about WRITE_BATCH bytes).
+ * Returns -1 when the connection was closed meanwhile. */
+static int pull_frames(conn *cn, uint8_t **buf, size_t *len, size_t *cap)
 {
-    uv_buf_t b;
-    int rv;
-
-    if (cn->in_ng || cn->wbusy || cn->hclosed || !cn->connected)
-        return;
-    cn->wlen = 0;
-    while (cn->wlen < WRITE_BATCH) {
+    *len = 0;
+    while (*len < WRITE_BATCH) {
         const uint8_t *p;
         ssize_t n;
         cn->in_ng++;
         n = nghttp2_session_mem_send(cn->ng, &p);
         cn->in_ng--;
         if (cn->hclosed)
-            return;
+            return -1;
         if (n < 0) {
             char msg[160];
             snprintf(msg, sizeof(msg), "HTTP/2 session with %s failed: %s", cn->peer,
                      nghttp2_strerror((int)n));
             WF_WARN("grpc: connection %llu: %s", cn->id, msg);
             conn_close(cn, msg);
-            return;
+            return -1;
         }
         if (n == 0)
             break;
-        if (cn->wlen + (size_t)n > cn->wcap) {
-            size_t ncap = cn->wcap ? cn->wcap : 16384;
+        if (*len + (size_t)n > *cap) {
+            size_t ncap = *cap ? *cap : 16384;
             uint8_t *nb;
-            while (ncap < cn->wlen + (size_t)n)
+            while (ncap < *len + (size_t)n)
                 ncap *= 2;
-            if (!(nb = realloc(cn->wbuf, ncap))) {
+            if (!(nb = realloc(*buf, ncap))) {
                 conn_close(cn, "out of memory for the write buffer");
+                return -1;
+            }
+            *buf = nb;
+            *cap = ncap;
+        }
+        memcpy(*buf + *len, p, (size_t)n);
+        *len += (size_t)n;
+    }
+    return 0;
+}
+
+/* Writes wbuf (wlen bytes): the one uv_write in flight. */
+static void start_write(conn *cn)
+{
+    uv_buf_t b = uv_buf_init((char *)cn->wbuf, (unsigned)cn->wlen);
+    int rv;
+
+    if ((rv = uv_write(&cn->wr, (uv_stream_t *)&cn->tcp, &b, 1, written)) < 0) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "writing to %s failed: %s", cn->peer, uv_strerror(rv));
+        conn_close(cn, msg);
+        return;
+    }
+    cn->wbusy = 1;
+}
+
+static void tls_failed(conn *cn);
+
+/* TLS: frames are encrypted into tbuf, which then becomes the write. */
+static void tls_flush(conn *cn)
+{
+    int est = cn->tls_ok;
+
+    if (est) {
+        if (pull_frames(cn, &cn->pbuf, &cn->plen, &cn->pcap) < 0)
+            return;
+        if (cn->plen) {
+            uv_buf_t b = uv_buf_init((char *)cn->pbuf, (unsigned)cn->plen);
+            if (wf_tls_write(cn->tls, &b, 1) < 0) {
+                tls_failed(cn);
                 return;
             }
-            cn->wbuf = nb;
-            cn->wcap = ncap;
         }
-        memcpy(cn->wbuf + cn->wlen, p, (size_t)n);
-        cn->wlen += (size_t)n;
     }
+    if (cn->tlen) {
+        uint8_t *t = cn->wbuf;
+        size_t tc = cn->wcap;
+        cn->wbuf = cn->tbuf;
+        cn->wcap = cn->tcap;
+        cn->wlen = cn->tlen;
+        cn->tbuf = t;
+        cn->tcap = tc;
+        cn->tlen = 0;
+        start_write(cn);
+        return;
+    }
+    if (cn->draining ||
+        (est && !nghttp2_session_want_read(cn->ng) && !nghttp2_session_want_write(cn->ng)))
+        conn_close(cn, NULL);
+}
+
+/* Pulls frames out of nghttp2 and writes them, one uv_write at a time. */
+static void flush(conn *cn)
+{
+    if (cn->in_ng || cn->wbusy || cn->hclosed || !cn->connected)
+        return;
+    if (cn->tls) {
+        tls_flush(cn);
+        return;
+    }
+    if (pull_frames(cn, &cn->wbuf, &cn->wlen, &cn->wcap) < 0)
+        return;
     if (cn->wlen) {
-        b = uv_buf_init((char *)cn->wbuf, (unsigned)cn->wlen);
-        if ((rv = uv_write(&cn->wr, (uv_stream_t *)&cn->tcp, &b, 1, written)) < 0) {
-            char msg[160];
-            snprintf(msg, sizeof(msg), "writing to %s failed: %s", cn->peer, uv_strerror(rv));
-            conn_close(cn, msg);
-            return;
-        }
-        cn->wbusy = 1;
+        start_write(cn);
         return;
     }
     if (cn->draining || (!nghttp2_session_want_read(cn->ng) && !nghttp2_session_want_write(cn->ng)))
@@ -1308,16 +1396,131 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
     b->len = sizeof(rbuf);
 }
 
+/* Hands received HTTP/2 bytes to nghttp2 (the caller counts in_ng).
+ * Returns -1 when the connection is closed. */
+static int h2_recv(conn *cn, const char *data, size_t len)
+{
+    ssize_t rv = nghttp2_session_mem_recv(cn->ng, (const uint8_t *)data, len);
+    char msg[200];
+
+    if (cn->hclosed)
+        return -1;
+    if (rv < 0) {
+        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
+            unsigned char c0 = (unsigned char)data[0];
+            snprintf(msg, sizeof(msg), "%s did not send the HTTP/2 preface%s", cn->peer,
+                     c0 == 0x16 && !cn->tls   ? " (it speaks TLS; this port is plaintext h2c)"
+                     : c0 >= 'A' && c0 <= 'Z' ? " (it speaks HTTP/1.1; gRPC needs HTTP/2)"
+                                              : "");
+        } else {
+            snprintf(msg, sizeof(msg), "HTTP/2 error from %s: %s", cn->peer,
+                     nghttp2_strerror((int)rv));
+        }
+        WF_WARN("grpc: connection %llu: %s", cn->id, msg);
+        conn_close(cn, msg);
+        return -1;
+    }
+    return 0;
+}
+
+/* The handshake is over: check ALPN once, before any HTTP/2 byte counts. */
+static int tls_ready(conn *cn)
+{
+    const char *alpn;
+    char msg[200];
+
+    if (cn->tls_ok)
+        return 0;
+    alpn = wf_tls_alpn(cn->tls);
+    if (alpn && strcmp(alpn, "h2") != 0) {
+        snprintf(msg, sizeof(msg), "TLS: %s negotiated ALPN \"%s\", but gRPC needs h2", cn->peer,
+                 alpn);
+        WF_WARN("grpc: connection %llu: %s", cn->id, msg);
+        conn_close(cn, msg);
+        return -1;
+    }
+    cn->tls_ok = 1;
+    WF_DEBUG("grpc: connection %llu with %s: TLS %s%s, ALPN %s, peer %s", cn->id, cn->peer,
+             wf_tls_cipher(cn->tls), wf_tls_resumed(cn->tls) ? " (resumed)" : "",
+             alpn ? alpn : "none",
+             wf_tls_peer_id(cn->tls) ? wf_tls_peer_id(cn->tls) : "without a verified identity");
+    return 0;
+}
+
+static int tls_deliver(void *ud, const char *data, size_t len)
+{
+    conn *cn = ud;
+
+    if (cn->hclosed || cn->closing || tls_ready(cn) < 0)
+        return 1;
+    return h2_recv(cn, data, len) < 0 ? 1 : 0;
+}
+
+/* The TLS layer failed (handshake, record, identity): close with its reason,
+ * which a client call reports as UNAVAILABLE. */
+static void tls_failed(conn *cn)
+{
+    char msg[sizeof(cn->reason)];
+
+    snprintf(msg, sizeof(msg), "TLS: %s", wf_tls_error(cn->tls));
+    if (cn->srv)
+        WF_WARN("grpc: connection %llu from %s: %s", cn->id, cn->peer, msg);
+    else
+        WF_WARN("grpc: call %s to %s: %s", cn->ccall ? cn->ccall->path : "?", cn->peer, msg);
+    conn_close(cn, msg);
+}
+
+/* Ciphertext from the TLS layer: kept for the next write. */
+static int tls_send(void *ud, const char *data, size_t len)
+{
+    conn *cn = ud;
+
+    if (cn->tlen + len > cn->tcap) {
+        size_t ncap = cn->tcap ? cn->tcap : 16384;
+        uint8_t *nb;
+        while (ncap < cn->tlen + len)
+            ncap *= 2;
+        if (!(nb = realloc(cn->tbuf, ncap)))
+            return -1;
+        cn->tbuf = nb;
+        cn->tcap = ncap;
+    }
+    memcpy(cn->tbuf + cn->tlen, data, len);
+    cn->tlen += len;
+    return 0;
+}
+
+/* Before the handles close: close_notify (or the alert already made), if
+ * the socket takes it now; nothing waits for it. */
+static void tls_last_words(conn *cn)
+{
+    if (!cn->connected || cn->wbusy)
+        return;
+    if (cn->tls_ok)
+        wf_tls_close_notify(cn->tls);
+    if (cn->tlen) {
+        uv_buf_t b = uv_buf_init((char *)cn->tbuf, (unsigned)cn->tlen);
+        uv_try_write((uv_stream_t *)&cn->tcp, &b, 1);
+        cn->tlen = 0;
+    }
+}
+
 static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
 {
     conn *cn = s->data;
-    ssize_t rv;
     char msg[200];
+    int rc;
 
     if (nread == 0 || cn->hclosed)
         return;
     if (nread < 0) {
-        if (nread == UV_EOF)
+        if (cn->tls && !wf_tls_established(cn->tls))
+            snprintf(msg, sizeof(msg), "TLS: %s %s during the handshake (%s)", cn->peer,
+                     nread == UV_EOF ? "closed the connection" : uv_strerror((int)nread),
+                     cn->srv ? "did it refuse our certificate?"
+                             : "does it want a client certificate we do not have, or not speak "
+                               "TLS?");
+        else if (nread == UV_EOF)
             snprintf(msg, sizeof(msg), "%s closed the connection", cn->peer);
         else
             snprintf(msg, sizeof(msg), "reading from %s failed: %s", cn->peer,
@@ -1328,24 +1531,25 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b)
     if (cn->closing)
         return;
     cn->in_ng++;
-    rv = nghttp2_session_mem_recv(cn->ng, (const uint8_t *)b->base, (size_t)nread);
+    if (cn->tls)
+        rc = wf_tls_feed(cn->tls, b->base, (size_t)nread, tls_deliver, cn);
+    else
+        rc = h2_recv(cn, b->base, (size_t)nread);
     cn->in_ng--;
     if (cn->hclosed)
         return;
-    if (rv < 0) {
-        if (rv == NGHTTP2_ERR_BAD_CLIENT_MAGIC) {
-            unsigned char c0 = (unsigned char)b->base[0];
-            snprintf(msg, sizeof(msg), "%s did not send the HTTP/2 preface%s", cn->peer,
-                     c0 == 0x16               ? " (it speaks TLS; this port is plaintext h2c)"
-                     : c0 >= 'A' && c0 <= 'Z' ? " (it speaks HTTP/1.1; gRPC needs HTTP/2)"
-                                              : "");
-        } else {
-            snprintf(msg, sizeof(msg), "HTTP/2 error from %s: %s", cn->peer,
-                     nghttp2_strerror((int)rv));
+    if (cn->tls) {
+        if (rc == WF_TLS_EOF) {
+            snprintf(msg, sizeof(msg), "%s ended the TLS session", cn->peer);
+            conn_close(cn, msg);
+            return;
         }
-        WF_WARN("grpc: connection %llu: %s", cn->id, msg);
-        conn_close(cn, msg);
-        return;
+        if (rc < 0) {
+            tls_failed(cn);
+            return;
+        }
+        if (wf_tls_established(cn->tls) && tls_ready(cn) < 0)
+            return;
     }
     flush(cn);
 }
@@ -1408,6 +1612,16 @@ static void on_accept(uv_stream_t *l, int status)
         conn_close(cn, "out of memory");
         return;
     }
+    if (s->tls) {
+        wf_tls_conn_opts o = {.send = tls_send, .ud = cn};
+        char *err = NULL;
+        if (!(cn->tls = wf_tls_conn_new(s->tls, &o, &err))) {
+            WF_ERROR("grpc: cannot set up TLS for %s: %s", cn->peer, err ? err : "out of memory");
+            free(err);
+            conn_close(cn, "TLS set-up failed");
+            return;
+        }
+    }
     cn->connected = 1;
     uv_timer_start(&cn->timer, timer_fired, wf__grpc_handshake_ms, 0);
     conn_started(cn);
@@ -1430,8 +1644,19 @@ static void free_data(uv_handle_t *h)
     free(h->data);
 }
 
-wf_grpc_server *wf_grpc_server_start(uv_loop_t *loop, const char *addr,
-                                     const wf_grpc_server_handlers *h, char *err, size_t errlen)
+static int has_h2(const wf_tls_ctx *tls)
+{
+    const char *const *a = wf_tls_ctx_alpn(tls);
+
+    for (; a && *a; a++)
+        if (strcmp(*a, "h2") == 0)
+            return 1;
+    return 0;
+}
+
+static wf_grpc_server *server_start(uv_loop_t *loop, const char *addr,
+                                    const wf_grpc_server_handlers *h, wf_tls_ctx *tls, char *err,
+                                    size_t errlen)
 {
     struct sockaddr_storage ss;
     char host[256];
@@ -1453,20 +1678,67 @@ wf_grpc_server *wf_grpc_server_start(uv_loop_t *loop, const char *addr,
     }
     s->loop = loop;
     s->h = *h;
+    if ((s->tls = tls))
+        wf_tls_ctx_ref(tls);
     snprintf(s->addr, sizeof(s->addr), "%s", addr);
     uv_tcp_init(loop, &s->tcp);
     s->tcp.data = s;
     if ((r = uv_tcp_bind(&s->tcp, (struct sockaddr *)&ss, 0)) < 0 ||
         (r = uv_listen((uv_stream_t *)&s->tcp, 511, on_accept)) < 0) {
         snprintf(err, errlen, "cannot listen for gRPC on %s: %s", addr, uv_strerror(r));
+        wf_tls_ctx_unref(s->tls);
+        s->tls = NULL;
         uv_close((uv_handle_t *)&s->tcp, free_data);
         return NULL;
     }
     if (uv_tcp_getsockname(&s->tcp, (struct sockaddr *)&ss, &sl) == 0)
         s->port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                                  : ((struct sockaddr_in *)&ss)->sin_port);
-    WF_DEBUG("grpc: listening on %s (port %d)", addr, s->port);
+    WF_DEBUG("grpc: listening on %s (port %d%s)", addr, s->port, tls ? ", TLS" : "");
     return s;
+}
+
+wf_grpc_server *wf_grpc_server_start(uv_loop_t *loop, const char *addr,
+                                     const wf_grpc_server_handlers *h, char *err, size_t errlen)
+{
+    return server_start(loop, addr, h, NULL, err, errlen);
+}
+
+wf_grpc_server *wf_grpc_server_start_tls(uv_loop_t *loop, const char *addr,
+                                         const wf_grpc_server_handlers *h, wf_tls_ctx *tls,
+                                         char *err, size_t errlen)
+{
+    if (!tls) {
+        snprintf(err, errlen, "gRPC server on %s: no TLS context given", addr ? addr : "");
+        return NULL;
+    }
+    if (!has_h2(tls)) {
+        snprintf(err, errlen,
+                 "gRPC server on %s: its TLS context must offer ALPN \"h2\" (gRPC clients "
+                 "refuse a server that does not)",
+                 addr ? addr : "");
+        return NULL;
+    }
+    return server_start(loop, addr, h, tls, err, errlen);
+}
+
+void wf_grpc_server_set_tls(wf_grpc_server *s, wf_tls_ctx *tls)
+{
+    if (!s || !tls || s->tls == tls)
+        return;
+    if (!s->tls) {
+        WF_ERROR("grpc: server on %s is plaintext; it cannot switch to TLS", s->addr);
+        return;
+    }
+    if (!has_h2(tls)) {
+        WF_ERROR("grpc: server on %s: new TLS context does not offer ALPN h2; keeping the old one",
+                 s->addr);
+        return;
+    }
+    /* Connections hold their own reference (through their wf_tls_conn). */
+    wf_tls_ctx_ref(tls);
+    wf_tls_ctx_unref(s->tls);
+    s->tls = tls;
 }
 
 int wf_grpc_server_port(const wf_grpc_server *s)
@@ -1523,11 +1795,15 @@ static void on_connect(uv_connect_t *req, int status)
         sockaddr_text((struct sockaddr *)&ss, cn->peer, sizeof(cn->peer));
     cn->connected = 1;
     conn_started(cn);
+    if (cn->tls && wf_tls_start(cn->tls) < 0) {
+        tls_failed(cn);
+        return;
+    }
 
     nghttp2_nv nv[64];
     size_t n = 0;
     nv_set(&nv[n++], ":method", "POST");
-    nv_set(&nv[n++], ":scheme", "http");
+    nv_set(&nv[n++], ":scheme", cn->tls ? "https" : "http");
     nv_set(&nv[n++], ":path", c->path);
     nv_set(&nv[n++], ":authority", c->authority);
     nv_set(&nv[n++], "te", "trailers");
@@ -1584,9 +1860,9 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     conn_unref(cn);
 }
 
-wf_grpc_call *wf_grpc_client_call(uv_loop_t *loop, const char *addr, const char *path,
-                                  const char *authority, const wf_grpc_client_handlers *h,
-                                  char *err, size_t errlen)
+static wf_grpc_call *client_call(uv_loop_t *loop, const char *addr, const char *path,
+                                 const char *authority, const wf_grpc_tls *tls,
+                                 const wf_grpc_client_handlers *h, char *err, size_t errlen)
 {
     struct sockaddr_storage ss;
     char host[256], portstr[16];
@@ -1625,6 +1901,26 @@ wf_grpc_call *wf_grpc_client_call(uv_loop_t *loop, const char *addr, const char 
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
+    if (tls) {
+        /* SNI: the name to verify (the TLS layer sends it), else the host
+         * dialled when it is a name. */
+        wf_tls_conn_opts o = {.send = tls_send,
+                              .ud = cn,
+                              .sni = !tls->verify_name && kind == 1 ? host : NULL,
+                              .verify_name = tls->verify_name,
+                              .peer_ids = tls->peer_ids,
+                              .n_peer_ids = tls->n_peer_ids};
+        char *terr = NULL;
+        if (!(cn->tls = wf_tls_conn_new(tls->ctx, &o, &terr))) {
+            snprintf(err, errlen, "gRPC call %s to %s: %s", path, addr,
+                     terr ? terr : "out of memory");
+            free(terr);
+            cn->ccall = NULL;
+            call_free(c);
+            conn_close(cn, NULL);
+            return NULL;
+        }
+    }
     uv_timer_start(&cn->timer, timer_fired, wf__grpc_handshake_ms, 0);
     if (kind == 0) {
         start_connect(cn, (struct sockaddr *)&ss);
@@ -1643,6 +1939,31 @@ wf_grpc_call *wf_grpc_client_call(uv_loop_t *loop, const char *addr, const char 
         }
     }
     return c;
+}
+
+wf_grpc_call *wf_grpc_client_call(uv_loop_t *loop, const char *addr, const char *path,
+                                  const char *authority, const wf_grpc_client_handlers *h,
+                                  char *err, size_t errlen)
+{
+    return client_call(loop, addr, path, authority, NULL, h, err, errlen);
+}
+
+wf_grpc_call *wf_grpc_client_call_tls(uv_loop_t *loop, const char *addr, const char *path,
+                                      const char *authority, const wf_grpc_tls *tls,
+                                      const wf_grpc_client_handlers *h, char *err, size_t errlen)
+{
+    if (!tls || !tls->ctx) {
+        snprintf(err, errlen, "gRPC call %s: no TLS context given", path ? path : "");
+        return NULL;
+    }
+    if (!has_h2(tls->ctx)) {
+        snprintf(err, errlen,
+                 "gRPC call %s: its TLS context must offer ALPN \"h2\" (gRPC servers refuse a "
+                 "client that does not)",
+                 path ? path : "");
+        return NULL;
+    }
+    return client_call(loop, addr, path, authority, tls, h, err, errlen);
 }
 
 int wf_grpc_add_header(wf_grpc_call *c, const char *name, const char *value)
@@ -1752,4 +2073,9 @@ const char *wf_grpc_peer(const wf_grpc_call *c)
 const char *wf_grpc_header(const wf_grpc_call *c, const char *name)
 {
     return c && name ? kv_get(c->hdrs, c->hlen, name) : NULL;
+}
+
+const char *wf_grpc_peer_id(const wf_grpc_call *c)
+{
+    return c && c->cn->tls ? wf_tls_peer_id(c->cn->tls) : NULL;
 }

@@ -1,8 +1,8 @@
 /*
  * grpc.h: gRPC over HTTP/2 (nghttp2) on libuv, for the control plane: the
  * ADS stream between istiod and proxies (and proxyless gRPC clients), and
- * later the CA.  h2c with prior knowledge for now; TLS arrives with the
- * mTLS work behind the same API.
+ * the CA.  h2c with prior knowledge, or TLS (core/tls, ALPN h2) when a
+ * server or client is given a TLS context.
  *
  * Framing (XDS.md): each message is 1 byte compressed flag (0) + 4 byte
  * big-endian length + bytes; a call ends with trailers carrying
@@ -18,6 +18,8 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <uv.h>
+
+#include "tls/tls.h"
 
 /* Status codes used here (gRPC's numbering). */
 enum {
@@ -70,6 +72,16 @@ wf_grpc_server *wf_grpc_server_start(uv_loop_t *loop, const char *addr,
  * written (at most a second later); the server is freed when the last one
  * is, so keep running the loop. */
 void wf_grpc_server_stop(wf_grpc_server *s);
+/* The same over TLS: every connection must complete a TLS handshake on
+ * tls (a server context; its peer_cert says whether clients present
+ * certificates).  The server takes a reference to tls.  tls must offer
+ * ALPN "h2" (refused otherwise); clients offering no ALPN are accepted. */
+wf_grpc_server *wf_grpc_server_start_tls(uv_loop_t *loop, const char *addr,
+                                         const wf_grpc_server_handlers *h, wf_tls_ctx *tls,
+                                         char *err, size_t errlen);
+/* Certificate rotation: connections accepted from now on use tls (a new
+ * reference is taken, the old one dropped once no connection uses it). */
+void wf_grpc_server_set_tls(wf_grpc_server *s, wf_tls_ctx *tls);
 /* The port the server listens on (useful after listening on port 0). */
 int wf_grpc_server_port(const wf_grpc_server *s);
 
@@ -92,6 +104,22 @@ typedef struct wf_grpc_client_handlers {
 wf_grpc_call *wf_grpc_client_call(uv_loop_t *loop, const char *addr, const char *path,
                                   const char *authority, const wf_grpc_client_handlers *h,
                                   char *err, size_t errlen);
+/* TLS for a client call: the context (a client context, with or without a
+ * certificate), and what the server must prove (see wf_tls_conn_opts). */
+typedef struct wf_grpc_tls {
+    wf_tls_ctx *ctx;
+    const char *verify_name;     /* e.g. "istiod.istio-system.svc", or NULL */
+    const char *const *peer_ids; /* or NULL */
+    size_t n_peer_ids;
+} wf_grpc_tls;
+/* As wf_grpc_client_call, over TLS with ALPN h2 (tls is copied; its ctx is
+ * referenced until the call closes).  A failed handshake ends the call with
+ * WF_GRPC_UNAVAILABLE and the TLS reason as message.  The ctx must offer
+ * ALPN "h2" (refused otherwise); without verify_name, SNI is addr's host
+ * when it is a name. */
+wf_grpc_call *wf_grpc_client_call_tls(uv_loop_t *loop, const char *addr, const char *path,
+                                      const char *authority, const wf_grpc_tls *tls,
+                                      const wf_grpc_client_handlers *h, char *err, size_t errlen);
 /* Client: adds a request header (metadata such as "authorization"; name in
  * lower case, not a pseudo-header), copied.  Only before on_open.  Returns
  * 0, or -1 when too late or the name or value is not valid. */
@@ -121,5 +149,9 @@ const char *wf_grpc_peer(const wf_grpc_call *c);
  * such as ":authority" included), or NULL.  On a client call: a response
  * header or trailer. */
 const char *wf_grpc_header(const wf_grpc_call *c, const char *name);
+/* Server: the verified identity (URI SAN, a SPIFFE ID) of the client's TLS
+ * certificate, or NULL (plaintext, or no certificate sent).  On a client
+ * call: the server's. */
+const char *wf_grpc_peer_id(const wf_grpc_call *c);
 
 #endif

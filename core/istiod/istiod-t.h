@@ -10,7 +10,9 @@
 #include <uv.h>
 
 #include "admin/httpd.h"
+#include "ca/ca.h"
 #include "config/config.h"
+#include "identity/casvc.h"
 #include "istiod/istiod.h"
 #include "istiod/registry.h"
 #include "util/map.h"
@@ -39,6 +41,13 @@ typedef struct wf_istiod {
 
     wf_xds_server *xds;
     wf_httpd *mon;
+
+    /* Identity: the CA and istiod's own serving certificate. */
+    wf_ca *ca;
+    wf_ca_service *casvc;
+    wf_tls_ctx *tls;               /* secure port's server context */
+    uv_timer_t cert_timer;         /* renews istiod's own certificate */
+    uint64_t claims_refused;       /* secure ADS streams whose node lied */
 
     uv_fs_event_t fsev;
     int fsev_on;

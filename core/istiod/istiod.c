@@ -26,6 +26,7 @@
 #include "translate/translate.h"
 #include "util/flags.h"
 #include "util/log.h"
+#include "util/loop.h"
 
 /* Keep restarting a debounce for at most this many debounce periods, so a
  * file rewritten without pause still gets loaded. */
@@ -485,6 +486,47 @@ static void expire_cb(uv_timer_t *t)
     arm_expiry(I, next);
 }
 
+/*
+ * On the secure port a proxy is believed only as far as its certificate
+ * says: the namespace and service account its node claims must be the
+ * certificate's, and the services it registers must be in that namespace.
+ */
+static int check_claims(const ist_proxy *p, const json_t *node, const char *peer_id, char *err,
+                        size_t errlen)
+{
+    wf_spiffe_id id;
+    char *e = NULL;
+    size_t i;
+    const json_t *svc;
+
+    if (wf_spiffe_parse(peer_id, &id, &e) < 0) {
+        snprintf(err, errlen, "client certificate identity %s is not a workload's: %s", peer_id,
+                 e ? e : "bad SPIFFE ID");
+        free(e);
+        return -1;
+    }
+    if (strcmp(id.ns, p->ns) != 0 || strcmp(id.sa, p->sa) != 0) {
+        snprintf(err, errlen,
+                 "the node claims namespace %s and service account %s, but its certificate is "
+                 "%s: start the proxy with --namespace %s --service-account %s",
+                 p->ns, p->sa, peer_id, id.ns, id.sa);
+        return -1;
+    }
+    json_array_foreach(json_object_get(json_object_get(node, "metadata"), "WEFT_SERVICES"), i, svc)
+    {
+        const char *name = json_string_value(json_object_get(svc, "name"));
+        const char *dot = name ? strchr(name, '.') : NULL;
+        size_t nl = strlen(id.ns);
+        if (dot && !(strncmp(dot + 1, id.ns, nl) == 0 && (dot[1 + nl] == 0 || dot[1 + nl] == '.'))) {
+            snprintf(err, errlen,
+                     "the node registers service %s, outside its certificate's namespace %s (%s)",
+                     name, id.ns, peer_id);
+            return -1;
+        }
+    }
+    return 0;
+}
+
 static int join_hook(wf_xds_conn *c, void *ud, char *err, size_t errlen)
 {
     wf_istiod *I = ud;
@@ -495,6 +537,12 @@ static int join_hook(wf_xds_conn *c, void *ud, char *err, size_t errlen)
 
     if (!p) {
         snprintf(err, errlen, "istiod is out of memory");
+        return -1;
+    }
+    if (wf_xds_conn_peer_id(c) && check_claims(p, node, wf_xds_conn_peer_id(c), err, errlen) < 0) {
+        WF_WARN("ADS %s refused: %s", json_string_value(json_object_get(node, "id")), err);
+        I->claims_refused++;
+        proxy_free(p);
         return -1;
     }
     if (wf_registry_join(&I->reg, node, &p->reg, &changed, rerr, sizeof(rerr)) < 0) {
@@ -525,6 +573,104 @@ static void leave_hook(wf_xds_conn *c, void *ud)
     proxy_free(p);
 }
 
+/* ---- identity: the CA and istiod's own certificate ------------------------------------------- */
+
+static int ca_on_call(wf_grpc_call *c, const char *path, void *ud)
+{
+    wf_istiod *I = ud;
+
+    if (!wf_ca_service_handles(path))
+        return WF_GRPC_UNIMPLEMENTED;
+    return wf_ca_service_on_call(I->casvc, c, path);
+}
+
+static void ca_on_message(wf_grpc_call *c, const uint8_t *msg, size_t len, void *ud)
+{
+    wf_istiod *I = ud;
+
+    if (wf_ca_service_owns(I->casvc, c))
+        wf_ca_service_on_message(I->casvc, c, msg, len);
+}
+
+static void ca_on_half_close(wf_grpc_call *c, void *ud)
+{
+    wf_istiod *I = ud;
+
+    if (wf_ca_service_owns(I->casvc, c))
+        wf_ca_service_on_half_close(I->casvc, c);
+    else
+        wf_grpc_finish(c, WF_GRPC_OK, NULL);
+}
+
+static void ca_on_close(wf_grpc_call *c, void *ud)
+{
+}
+
+#define ISTIOD_CERT_TTL (24 * 3600)
+
+/* A fresh serving certificate for the secure port (SAN istiod.<rootNamespace>.svc);
+ * a new server context for the connections that come next. */
+static wf_tls_ctx *istiod_tls(wf_istiod *I, char *err, size_t errlen)
+{
+    char name[300], *e = NULL;
+    wf_tls_ctx *ctx;
+
+    snprintf(name, sizeof(name), "istiod.%s.svc", I->cfg->mesh.root_namespace);
+    if (!(ctx = wf_ca_serving_ctx(I->ca, name, ISTIOD_CERT_TTL, NULL, &e)))
+        snprintf(err, errlen, "istiod's own certificate: %s", e ? e : "cannot issue");
+    free(e);
+    return ctx;
+}
+
+static void cert_cb(uv_timer_t *t)
+{
+    wf_istiod *I = t->data;
+    char err[600];
+    wf_tls_ctx *ctx = istiod_tls(I, err, sizeof(err));
+
+    if (!ctx) {
+        WF_ERROR("%s; trying again in a minute", err);
+        uv_timer_start(&I->cert_timer, cert_cb, 60000, 0);
+        return;
+    }
+    wf_xds_server_set_tls(I->xds, ctx);
+    wf_tls_ctx_unref(I->tls);
+    I->tls = ctx;
+    uv_timer_start(&I->cert_timer, cert_cb, ISTIOD_CERT_TTL * 1000 / 2, 0);
+}
+
+static int start_identity(wf_istiod *I, char *err, size_t errlen)
+{
+    const wf_istiod_opts *o = I->o;
+    wf_grpc_server_handlers other = {.on_call = ca_on_call,
+                                     .on_message = ca_on_message,
+                                     .on_close = ca_on_close,
+                                     .on_half_close = ca_on_half_close,
+                                     .ud = I};
+    char *e = NULL;
+
+    if (mkdir(o->ca_dir, 0700) < 0 && errno != EEXIST) {
+        snprintf(err, errlen, "--ca-dir %s: cannot create it: %s", o->ca_dir, strerror(errno));
+        return -1;
+    }
+    if (wf_ca_load_or_create(o->ca_dir, I->cfg->mesh.trust_domain, &I->ca, &e) < 0) {
+        snprintf(err, errlen, "CA (--ca-dir %s): %s", o->ca_dir, e ? e : "cannot load");
+        free(e);
+        return -1;
+    }
+    if (!(I->casvc = wf_ca_service_new(I->ca, (long)(o->cert_ttl_ms / 1000),
+                                       (long)(o->max_cert_ttl_ms / 1000)))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!(I->tls = istiod_tls(I, err, errlen)))
+        return -1;
+    if (wf_xds_server_listen_tls(I->xds, o->secure_listen, I->tls, &other, err, errlen) < 0)
+        return -1;
+    uv_timer_start(&I->cert_timer, cert_cb, ISTIOD_CERT_TTL * 1000 / 2, 0);
+    return 0;
+}
+
 /* ---- run ------------------------------------------------------------------------------------- */
 
 static void stop(wf_istiod *I)
@@ -538,6 +684,7 @@ static void stop(wf_istiod *I)
     uv_close((uv_handle_t *)&I->reload_timer, NULL);
     uv_close((uv_handle_t *)&I->push_timer, NULL);
     uv_close((uv_handle_t *)&I->expire_timer, NULL);
+    uv_close((uv_handle_t *)&I->cert_timer, NULL);
     uv_close((uv_handle_t *)&I->sig_term, NULL);
     uv_close((uv_handle_t *)&I->sig_int, NULL);
     wf__istiod_monitor_stop(I);
@@ -550,11 +697,6 @@ static void on_signal(uv_signal_t *s, int signum)
     stop(s->data);
 }
 
-static void close_walk(uv_handle_t *h, void *arg)
-{
-    if (!uv_is_closing(h))
-        uv_close(h, NULL);
-}
 
 int wf_istiod_run(const wf_istiod_opts *o)
 {
@@ -581,7 +723,9 @@ int wf_istiod_run(const wf_istiod_opts *o)
     uv_timer_init(&I->loop, &I->reload_timer);
     uv_timer_init(&I->loop, &I->push_timer);
     uv_timer_init(&I->loop, &I->expire_timer);
+    uv_timer_init(&I->loop, &I->cert_timer);
     I->poll.data = I->reload_timer.data = I->push_timer.data = I->expire_timer.data = I;
+    I->cert_timer.data = I;
     uv_signal_init(&I->loop, &I->sig_term);
     uv_signal_init(&I->loop, &I->sig_int);
     I->sig_term.data = I->sig_int.data = I;
@@ -590,6 +734,12 @@ int wf_istiod_run(const wf_istiod_opts *o)
 
     if (!(I->xds = wf_xds_server_start(&I->loop, o->xds_listen, &hooks, err, sizeof(err)))) {
         fprintf(stderr, "weft: istiod: xDS server (--xds-listen %s): %s\n", o->xds_listen, err);
+        rc = 1;
+        goto out;
+    }
+    if (start_identity(I, err, sizeof(err)) < 0) {
+        fprintf(stderr, "weft: istiod: secure port (--secure-listen %s): %s\n", o->secure_listen,
+                err);
         rc = 1;
         goto out;
     }
@@ -608,8 +758,9 @@ int wf_istiod_run(const wf_istiod_opts *o)
         WF_WARN("config: cannot watch %s (%s); polling it every second instead", o->config_dir,
                 uv_strerror(r));
     uv_timer_start(&I->poll, poll_cb, POLL_MS, POLL_MS);
-    WF_INFO("istiod %s: xDS (ADS) on %s, monitoring on %s, config %s", WF_VERSION, o->xds_listen,
-            o->monitoring, o->config_dir);
+    WF_INFO("istiod %s: xDS (ADS) on %s, xDS over mTLS and the CA on %s (root %s/root-cert.pem), "
+            "monitoring on %s, config %s",
+            WF_VERSION, o->xds_listen, o->secure_listen, o->ca_dir, o->monitoring, o->config_dir);
     uv_run(&I->loop, UV_RUN_DEFAULT);
     goto done;
 out:
@@ -617,11 +768,11 @@ out:
 done:
     /* Everything is closed by stop(); whatever a failed start left open
      * is closed here so the loop can be freed. */
-    uv_walk(&I->loop, close_walk, NULL);
-    uv_run(&I->loop, UV_RUN_DEFAULT);
-    if (uv_loop_close(&I->loop) != 0)
-        WF_WARN("event loop closed with handles still open");
+    wf_loop_finish(&I->loop);
     wf_xds_server_free(I->xds);
+    wf_ca_service_free(I->casvc);
+    wf_tls_ctx_unref(I->tls);
+    wf_ca_free(I->ca);
     cache_clear(I);
     wf_map_free(&I->cache);
     wf_reg_view_free(&I->view);

@@ -19,6 +19,9 @@ typedef struct wf_istiod_opts {
     const char *monitoring; /* "127.0.0.1:15014" */
     int64_t registry_grace_ms; /* 3000 */
     int64_t debounce_ms;       /* 100 */
+    const char *secure_listen; /* "127.0.0.1:15012": xDS over mTLS + the CA */
+    const char *ca_dir;        /* plugged certs or a generated root */
+    int64_t cert_ttl_ms, max_cert_ttl_ms;
 } wf_istiod_opts;
 
 /* Runs istiod until SIGTERM/SIGINT.  Returns the exit code: 0 after a

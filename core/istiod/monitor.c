@@ -166,6 +166,17 @@ static char *metrics_text(const wf_istiod *I, size_t *len)
                 "1 when the config directory's current content is served, 0 when a change was "
                 "refused.");
     tb_printf(&b, "weft_config_ok %d\n", I->n_errors == 0);
+    metric_head(&b, "weft_xds_claims_refused_total", "counter",
+                "Secure xDS streams refused because the node claimed more than its certificate "
+                "says.");
+    tb_printf(&b, "weft_xds_claims_refused_total %llu\n", (unsigned long long)I->claims_refused);
+    if (I->casvc && !b.oom) {
+        /* The CA's counters use the same buffer discipline: NUL-terminated. */
+        size_t cap = b.cap;
+        if (wf_ca_service_metrics(I->casvc, &b.p, &b.len, &cap) < 0)
+            b.oom = 1;
+        b.cap = cap;
+    }
     if (b.oom) {
         free(b.p);
         return NULL;

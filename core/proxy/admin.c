@@ -5,6 +5,8 @@
  *                        xDS mode "xds": istiod's address, the stream, per type the
  *                        version applied, last nonce, ACK state, and the last NACK
  *   GET  /stats          counters, "name: value" per line
+ *   GET  /certs          the workload certificate: identity, serial, validity, root
+ *                        fingerprint, and the CA client's state (renewal, last error)
  *   POST /quitquitquit   graceful exit
  */
 #include "proxy/proxy.h"
@@ -40,6 +42,13 @@ static void handle(const char *method, const char *path, wf_http_reply *r)
         r->content_type = "text/plain";
         r->body = wf_stats_text();
         r->len = r->body ? strlen(r->body) : 0;
+    } else if (plen == 6 && strncmp(path, "/certs", 6) == 0) {
+        json_t *d = wf_proxy_certs_dump();
+        r->status = 200;
+        r->content_type = "application/json";
+        r->body = json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        r->len = r->body ? strlen(r->body) : 0;
+        json_decref(d);
     } else if (plen == 13 && strncmp(path, "/quitquitquit", 13) == 0) {
         if (strcmp(method, "POST") != 0) {
             wf_http_reply_text(r, 405, "text/plain", "use POST /quitquitquit\n");
@@ -49,7 +58,7 @@ static void handle(const char *method, const char *path, wf_http_reply *r)
         wf_proxy_quit();
     } else if (plen == 1) {
         wf_http_reply_text(r, 200, "text/plain",
-                           "weft admin: /ready /config_dump /stats POST /quitquitquit\n");
+                           "weft admin: /ready /config_dump /stats /certs POST /quitquitquit\n");
     }
 }
 

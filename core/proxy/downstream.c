@@ -26,6 +26,7 @@ static uint64_t next_stream_id;
 static void dc_close(wf_dconn *dc);
 static void stream_maybe_finish(wf_stream *s);
 static void dc_feed(wf_dconn *dc, const char *data, size_t len);
+static void dc_tls_input(wf_dconn *dc, const char *data, size_t len);
 static void start_reading(wf_dconn *dc);
 
 /* ---- header lists ---- */
@@ -143,6 +144,8 @@ static void stream_maybe_finish(wf_stream *s)
         if (n)
             dc_feed(dc, held, n);
         free(held);
+        if (!dc->paused && !dc->closing && dc->tls && wf_tls_pending(dc->tls))
+            dc_tls_input(dc, NULL, 0); /* records decrypted behind the held bytes */
         if (!dc->paused && !dc->closing && !dc->reading)
             start_reading(dc);
     }
@@ -154,7 +157,8 @@ static void dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
 {
     if (dc->closing)
         return;
-    if (wf_write((uv_stream_t *)&dc->tcp, &dc->wq, b, n) < 0)
+    if ((dc->tls ? wf_tls_write(dc->tls, b, n) : wf_write((uv_stream_t *)&dc->tcp, &dc->wq, b, n)) <
+        0)
         dc_close(dc);
 }
 
@@ -513,10 +517,18 @@ static int on_headers_complete(llhttp_t *p)
     for (uint32_t i = 0; i < in.n; i++) {
         if (wf_http_hop_by_hop(&in.v[i].name))
             continue;
+        /* Only this proxy may say who the client is (sanitize, as Envoy's
+         * SANITIZE_SET): a forged header never reaches the app. */
+        if (dc->xfcc_mode && in.v[i].name.len == 23 &&
+            strncasecmp(in.v[i].name.p, "x-forwarded-client-cert", 23) == 0)
+            continue;
         if (wf_hdrs_add(&s->arena, &s->req, in.v[i].name.p, in.v[i].name.len, in.v[i].value.p,
                         in.v[i].value.len) < 0)
             return HPE_USER;
     }
+    if (dc->xfcc && wf_hdrs_add(&s->arena, &s->req, "x-forwarded-client-cert", 23, dc->xfcc,
+                                strlen(dc->xfcc)) < 0)
+        return HPE_USER;
     s->method = s->req.v[0].value;
     if (cont && !s->req_done) {
         /* Like Envoy, answer 100-continue ourselves rather than proxying it. */
@@ -582,6 +594,8 @@ static void dc_closed(uv_handle_t *h)
     wf_worker *w = dc->w;
 
     free(dc->held);
+    free(dc->xfcc);
+    wf_tls_conn_free(dc->tls);
     if (dc->prev)
         dc->prev->next = dc->next;
     else
@@ -709,20 +723,147 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
     buf->len = WF_READ_BUF;
 }
 
+/* ---- TLS (mTLS from peer proxies on the inbound listener) ---- */
+
+/* One line a second per worker at most: a peer retrying in a loop must not
+ * flood the log (ssl.connection_error counts them all). */
+static void tls_refused(wf_dconn *dc, const char *why)
+{
+    static __thread wf_ratelimit rl;
+    uint64_t skipped;
+
+    if (wf_ratelimit_ok(&rl, uv_now(&dc->w->loop), 1000, &skipped))
+        WF_WARN("inbound TLS connection from %s refused: %s%s", dc->peer, why,
+                skipped ? " (more refusals in the last second; see ssl.connection_error)" : "");
+}
+
+static int dc_tls_send(void *ud, const char *data, size_t len)
+{
+    wf_dconn *dc = ud;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+
+    return wf_write((uv_stream_t *)&dc->tcp, &dc->wq, &b, 1);
+}
+
+static int dc_tls_deliver(void *ud, const char *data, size_t len)
+{
+    wf_dconn *dc = ud;
+
+    if (!dc->xfcc_done) {
+        /* First plaintext: the handshake is done and the peer verified. */
+        const char *peer = wf_tls_peer_id(dc->tls);
+        wf_tls_cert_info own;
+        char v[1100];
+
+        dc->xfcc_done = 1;
+        wf_stat_add(dc->w, WF_ST_SSL_HANDSHAKE, 1);
+        if (wf_tls_resumed(dc->tls))
+            wf_stat_add(dc->w, WF_ST_SSL_SESSION_REUSED, 1);
+        if (peer && dc->tls_ctx && wf_tls_ctx_info(dc->tls_ctx, &own) == 0) {
+            snprintf(v, sizeof(v), "By=%s;URI=%s", own.identity, peer);
+            dc->xfcc = strdup(v);
+        }
+    }
+    dc_feed(dc, data, len);
+    return dc->paused || dc->closing;
+}
+
+static void dc_read_end(wf_dconn *dc)
+{
+    /* EOF or error: a request cut short is a client reset (DC). */
+    if (dc->s && !dc->s->resp_done)
+        dc->s->flags = "DC";
+    dc_close(dc);
+}
+
+static void dc_tls_input(wf_dconn *dc, const char *data, size_t len)
+{
+    int r = wf_tls_feed(dc->tls, data, len, dc_tls_deliver, dc);
+
+    if (r == 0 || dc->closing)
+        return;
+    if (r == WF_TLS_EOF) {
+        dc_read_end(dc);
+        return;
+    }
+    wf_stat_add(dc->w, WF_ST_SSL_CONNECTION_ERROR, 1);
+    tls_refused(dc, wf_tls_error(dc->tls));
+    dc_close(dc);
+}
+
+/* Starts TLS on dc with the workload certificate; -1 when there is none. */
+static int dc_tls_begin(wf_dconn *dc)
+{
+    wf_tls_conn_opts o = {.send = dc_tls_send, .ud = dc};
+    char *e = NULL;
+
+    dc->xfcc_mode = 1;
+    if (!(dc->tls_ctx = wf_ident_server())) {
+        tls_refused(dc, "no workload certificate yet (is the CA reachable? see /certs on the "
+                        "admin port)");
+        wf_stat_add(dc->w, WF_ST_SSL_CONNECTION_ERROR, 1);
+        return -1;
+    }
+    dc->tls = wf_tls_conn_new(dc->tls_ctx, &o, &e);
+    wf_tls_ctx_unref(dc->tls_ctx); /* the connection holds its own reference */
+    if (!dc->tls) {
+        WF_WARN("inbound TLS connection from %s: %s", dc->peer, e ? e : "cannot start TLS");
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
+/* PERMISSIVE: a TLS ClientHello or plaintext HTTP, told by the first bytes. */
+static void dc_sniff(wf_dconn *dc, const char *data, size_t len)
+{
+    char *joined = NULL;
+    int t;
+
+    if (dc->sniff_len) {
+        if (!(joined = malloc(dc->sniff_len + len))) {
+            dc_close(dc);
+            return;
+        }
+        memcpy(joined, dc->sniff, dc->sniff_len);
+        memcpy(joined + dc->sniff_len, data, len);
+        data = joined;
+        len += dc->sniff_len;
+        dc->sniff_len = 0;
+    }
+    t = wf_tls_sniff(data, len);
+    if (t < 0) {
+        memcpy(dc->sniff, data, len); /* len < WF_SNIFF_BYTES */
+        dc->sniff_len = len;
+    } else {
+        dc->sniffing = 0;
+        dc->xfcc_mode = 1;
+        if (t == 0)
+            dc_feed(dc, data, len);
+        else if (dc_tls_begin(dc) < 0)
+            dc_close(dc);
+        else
+            dc_tls_input(dc, data, len);
+    }
+    free(joined);
+}
+
 static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
 {
     wf_dconn *dc = st->data;
 
     if (nread > 0) {
-        dc_feed(dc, buf->base, (size_t)nread);
+        if (dc->tls)
+            dc_tls_input(dc, buf->base, (size_t)nread);
+        else if (dc->sniffing)
+            dc_sniff(dc, buf->base, (size_t)nread);
+        else
+            dc_feed(dc, buf->base, (size_t)nread);
         return;
     }
     if (nread == 0)
         return;
-    /* EOF or error: a request cut short is a client reset (DC). */
-    if (dc->s && !dc->s->resp_done)
-        dc->s->flags = "DC";
-    dc_close(dc);
+    dc_read_end(dc);
 }
 
 static void start_reading(wf_dconn *dc)
@@ -784,6 +925,18 @@ void wf_downstream_accept(uv_stream_t *server, int status)
     }
     llhttp_init(&dc->parser, HTTP_REQUEST, &settings);
     dc->parser.data = dc;
+    {
+        const wf_listener *l = dc->lindex < w->snap->n_ls ? &w->snap->ls[dc->lindex] : NULL;
+        int mode = l ? l->tls : WF_LTLS_PLAIN;
+        if (l && l->inbound)
+            dc->xfcc_mode = 1;
+        if (mode == WF_LTLS_PERMISSIVE) {
+            dc->sniffing = 1;
+        } else if (mode == WF_LTLS_STRICT && dc_tls_begin(dc) < 0) {
+            uv_close((uv_handle_t *)&dc->tcp, (uv_close_cb)free);
+            return;
+        }
+    }
     dc->next = w->dconns;
     if (w->dconns)
         w->dconns->prev = dc;

@@ -19,6 +19,7 @@
 #include <weft/filter.h>
 
 #include "http1/headers.h"
+#include "tls/tls.h"
 #include "util/arena.h"
 #include "util/map.h"
 #include "proxy/io.h"
@@ -35,10 +36,21 @@ enum wf_lb_policy { WF_LBP_ROUND_ROBIN = 0, WF_LBP_LEAST_REQUEST = 1, WF_LBP_RAN
 
 /* ---- configuration snapshot ---- */
 
+/* How the proxy talks TLS to an endpoint (a cluster's transport socket). */
+typedef struct wf_up_tls {
+    int istio;          /* ISTIO_MUTUAL: the workload's own certificate and root */
+    wf_tls_ctx *ctx;    /* SIMPLE/MUTUAL: a context of its own (owned) */
+    char **sans;        /* the server must present one of these (owned), or none */
+    size_t n_sans;
+    char *sni;          /* or NULL */
+} wf_up_tls;
+
 typedef struct wf_endpoint {
     struct sockaddr_in addr;
     char ip[48];
     char hostport[64]; /* "ip:port" */
+    char poolkey[96];  /* hostport, plus the transport when TLS: connections are pooled by it */
+    const wf_up_tls *tls; /* NULL: plaintext */
     uint32_t port;
     uint32_t weight;
     uint32_t gindex; /* index among all endpoints of the snapshot */
@@ -55,6 +67,8 @@ typedef struct wf_cluster {
     uint32_t index;
     int st_rq_total, st_rq_2xx, st_rq_4xx, st_rq_5xx, st_cx_total, st_cx_connect_fail;
     wf_host_info *infos;       /* one per endpoint, for modules */
+    wf_up_tls *tls_match;      /* for endpoints with tlsMode istio (auto mTLS), or NULL */
+    wf_up_tls *tls_default;    /* for the other endpoints; NULL: plaintext */
 } wf_cluster;
 
 typedef struct wf_module_ref wf_module_ref; /* a loaded .so (module.c) */
@@ -78,11 +92,19 @@ typedef struct wf_chain {
     wf_map route_cfgs;
 } wf_chain;
 
+/* Which transports a listener accepts (PeerAuthentication's mode). */
+enum wf_listener_tls {
+    WF_LTLS_PLAIN = 0,      /* plaintext only (no TLS filter chain; DISABLE) */
+    WF_LTLS_STRICT = 1,     /* mTLS only */
+    WF_LTLS_PERMISSIVE = 2, /* both, told apart by the first bytes */
+};
+
 typedef struct wf_listener {
     char *name;
     char host[64];
     int port;
     int inbound;
+    int tls; /* enum wf_listener_tls */
     json_t *route_table; /* borrowed from the bundle */
     wf_chain chain;
 } wf_listener;
@@ -108,7 +130,8 @@ typedef struct wf_dconn wf_dconn;
 /* Idle and active upstream connections to one endpoint, on one worker. */
 typedef struct wf_pool {
     struct sockaddr_in addr;
-    char hostport[64];
+    char hostport[96];       /* the endpoint's poolkey */
+    wf_tls_session *session; /* TLS resumption toward this endpoint */
     wf_uconn *idle;  /* singly linked through uc->next_idle */
     uint32_t n_idle;
     uint32_t active; /* requests in flight on this worker */
@@ -231,6 +254,9 @@ struct wf_stream {
     char peer[64];
 };
 
+/* Before a downstream connection knows whether it speaks TLS (PERMISSIVE). */
+#define WF_SNIFF_BYTES 3
+
 struct wf_dconn {
     uv_tcp_t tcp;
     wf_worker *w;
@@ -250,6 +276,14 @@ struct wf_dconn {
     int paused;         /* parser paused after a message, waiting for its response */
     wf_dconn *prev, *next;
     char peer[64];
+    wf_tls_conn *tls;   /* mTLS from a peer proxy, or NULL */
+    wf_tls_ctx *tls_ctx; /* the server context it started on (borrowed from tls) */
+    char *xfcc;         /* x-forwarded-client-cert for the app: By=own;URI=peer */
+    int xfcc_mode;      /* inbound: drop any x-forwarded-client-cert the client sent */
+    int xfcc_done;
+    int sniffing;       /* PERMISSIVE: the first bytes decide */
+    char sniff[WF_SNIFF_BYTES];
+    size_t sniff_len;
 };
 
 struct wf_uconn {
@@ -271,6 +305,7 @@ struct wf_uconn {
     int keepalive;      /* the endpoint allows reuse */
     int got_bytes;      /* any response bytes on this exchange */
     int head_sent;      /* request head written */
+    wf_tls_conn *tls;   /* or NULL */
 };
 
 /* Options of the proxy role. */
@@ -289,6 +324,12 @@ typedef struct wf_proxy_opts {
     size_t n_plugin_dirs;
     long seed;
     long drain_timeout_ms;
+    /* identity (--ca ...): the workload certificate from the CA */
+    const char *ca;
+    const char *ca_name;
+    const char *token_file;
+    const char *root_cert;
+    long cert_ttl_s;
 } wf_proxy_opts;
 
 /* Options of the proxy in xDS mode. */

@@ -25,8 +25,10 @@
 #include <unistd.h>
 
 #include "config/config.h"
+#include "identity/keeper.h"
 #include "translate/translate.h"
 #include "util/flags.h"
+#include "util/file.h"
 #include "util/log.h"
 #include "xds/client.h"
 
@@ -49,6 +51,11 @@ static int fatal_rc; /* set when the proxy must exit with this code */
 static wf_xds_client *xds;
 static const char *xds_server_addr;
 static json_t *xds_last_dump;
+static json_t *xds_node; /* kept until the xDS client starts (after the first certificate) */
+
+/* Identity (--ca): the keeper of the workload certificate. */
+static wf_keeper *keeper;
+static char *root_pem;
 
 /* The listeners bound from the first snapshot.  Workers listen on these
  * for the life of the process; a later snapshot's listeners are put in
@@ -79,7 +86,32 @@ wf_snapshot *wf_proxy_current(void)
 
 int wf_proxy_ready(void)
 {
-    return current && !draining && atomic_load(&started) == n_workers;
+    return current && !draining && atomic_load(&started) == n_workers &&
+           (!opts || !opts->ca || wf_ident_ready());
+}
+
+json_t *wf_proxy_certs_dump(void)
+{
+    json_t *d = wf_ident_dump();
+    wf_keeper_status st;
+    char t[32];
+    struct tm tm;
+
+    if (!keeper) {
+        json_object_set_new(d, "ca", json_null());
+        return d;
+    }
+    wf_keeper_status_get(keeper, &st);
+    json_object_set_new(d, "ca", json_string(opts->ca));
+    json_object_set_new(d, "issued", json_integer((json_int_t)st.issued));
+    json_object_set_new(d, "last_error", st.last_error[0] ? json_string(st.last_error) : json_null());
+    if (st.next_attempt) {
+        strftime(t, sizeof(t), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&st.next_attempt, &tm));
+        json_object_set_new(d, "next_renewal", json_string(t));
+    } else {
+        json_object_set_new(d, "next_renewal", json_null());
+    }
+    return d;
 }
 
 /* ---- workers ---- */
@@ -100,7 +132,7 @@ static int adopt(wf_worker *w, wf_snapshot *s)
     for (size_t i = 0; i < s->n_cls; i++)
         for (size_t j = 0; j < s->cls[i].n_eps; j++) {
             wf_endpoint *ep = &s->cls[i].eps[j];
-            ep_pool[ep->gindex] = wf_pool_get(w, &ep->addr, ep->hostport);
+            ep_pool[ep->gindex] = wf_pool_get(w, &ep->addr, ep->poolkey);
             if (ep_pool[ep->gindex])
                 ep_pool[ep->gindex]->gen = w->gen;
         }
@@ -196,8 +228,11 @@ static void worker_main(void *arg)
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Free what the loop's close callbacks no longer use. */
     for (size_t i = 0; i < w->pools.cap; i++)
-        if (w->pools.e && w->pools.e[i].key)
-            free(w->pools.e[i].value);
+        if (w->pools.e && w->pools.e[i].key) {
+            wf_pool *p = w->pools.e[i].value;
+            wf_tls_session_free(p->session);
+            free(p);
+        }
     wf_map_free(&w->pools);
     uv_loop_close(&w->loop);
     wf_arena_thread_release();
@@ -268,6 +303,8 @@ static void watch_cb(uv_timer_t *t)
 
 static void stop_xds(void)
 {
+    wf_keeper_stop(keeper);
+    keeper = NULL;
     if (!xds)
         return;
     json_decref(xds_last_dump);
@@ -610,6 +647,54 @@ static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
     return 0;
 }
 
+/* A certificate from the keeper: new TLS contexts for new connections. */
+static void on_cert(const char *chain_pem, const char *key_pem, time_t not_after, void *ud)
+{
+    char err[600];
+
+    if (wf_ident_set(chain_pem, key_pem, root_pem, err, sizeof(err)) < 0) {
+        WF_ERROR("identity: %s", err);
+        return;
+    }
+    WF_INFO("identity: certificate for %s, valid until %ld", wf_ident_id() ?: "?",
+            (long)not_after);
+    if (xds_node && !xds && !draining) {
+        xds = wf_xds_client_start_tls(main_loop, xds_server_addr, xds_node, wf_ident_control,
+                                      opts->ca_name ? opts->ca_name : WF_KEEPER_DEFAULT_CA_NAME,
+                                      xds_apply, NULL, err, sizeof(err));
+        json_decref(xds_node);
+        xds_node = NULL;
+        if (!xds) {
+            WF_ERROR("xDS: %s", err);
+            fatal_rc = 1;
+            begin_drain();
+        }
+    }
+}
+
+static int start_keeper(const wf_proxy_opts *o, char *err, size_t errlen)
+{
+    wf_keeper_opts ko = {.ca_addr = o->ca,
+                         .ca_name = o->ca_name,
+                         .token_path = o->token_file,
+                         .ttl = o->cert_ttl_s,
+                         .on_cert = on_cert};
+    char *e = NULL;
+    int r = wf_read_file(o->root_cert, 1 << 20, &root_pem, NULL);
+
+    if (r < 0) {
+        snprintf(err, errlen, "--root-cert %s: %s", o->root_cert, strerror(-r));
+        return -1;
+    }
+    ko.root_pem = root_pem;
+    if (wf_keeper_start(main_loop, &ko, &keeper, &e) < 0) {
+        snprintf(err, errlen, "--ca %s: %s", o->ca, e ? e : "cannot start");
+        free(e);
+        return -1;
+    }
+    return 0;
+}
+
 static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
 {
     const char *dirs[1] = {o->config_dir};
@@ -696,6 +781,10 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
             goto out;
         }
     } else {
+        /* Like Istio's injector: a workload with a certificate says so, and
+         * peers' auto mTLS then speaks mTLS to it (core/translate). */
+        if (o->ca && !json_object_get(label_obj, "security.istio.io/tlsMode"))
+            json_object_set_new(label_obj, "security.istio.io/tlsMode", json_string("istio"));
         wf_xds_node_info ni = {.namespace_ = o->namespace_,
                                .service_account = o->service_account,
                                .labels = label_obj,
@@ -729,6 +818,11 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
     uv_signal_start(&sig_term, on_signal, SIGTERM);
     uv_signal_start(&sig_int, on_signal, SIGINT);
 
+    if (o->ca && start_keeper(o, err, sizeof(err)) < 0) {
+        fprintf(stderr, "weft: proxy: %s\n", err);
+        rc = 1;
+        goto out;
+    }
     if (!x) {
         if (start_workers(o) < 0) {
             rc = 1;
@@ -738,6 +832,12 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
                 "%s; config %s version %s",
                 n_workers, current->n_ls, o->outbound, o->app_port ? o->inbound : "off",
                 current->n_cls, o->admin, o->config_dir, current->version);
+    } else if (o->ca) {
+        /* xDS over mTLS starts with the first certificate (on_cert). */
+        xds_node = json_incref(node);
+        WF_INFO("started: getting the workload certificate from %s, then the configuration from "
+                "istiod at %s over mTLS; admin %s answers /ready 503 until then",
+                o->ca, x->server, o->admin);
     } else {
         xds = wf_xds_client_start(main_loop, x->server, node, xds_apply, NULL, err, sizeof(err));
         if (!xds) {
@@ -781,6 +881,11 @@ out:
     json_decref(node);
     json_decref(xds_last_dump);
     xds_last_dump = NULL;
+    json_decref(xds_node);
+    xds_node = NULL;
+    wf_ident_shutdown();
+    free(root_pem);
+    root_pem = NULL;
     json_decref(warned_extra);
     warned_extra = NULL;
     free(labels);

@@ -9,6 +9,7 @@
  *   downstream.c  HTTP/1.1 connections from clients: parse, route, reply
  *   upstream.c    pools and HTTP/1.1 connections to endpoints
  *   lb.c          load balancers
+ *   ident.c       the workload certificate as TLS contexts (mTLS)
  *   stats.c       counters: per-worker shards merged when read
  *   admin.c       the admin endpoints
  */
@@ -24,6 +25,22 @@ static inline void wf_status3(char *p, int status)
     p[1] = (char)('0' + (status / 10) % 10);
     p[2] = (char)('0' + status % 10);
 }
+
+/* ---- ident.c ---- */
+/* Main thread: a new certificate (chain leaf first, its key, the roots). */
+int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, char *err,
+                 size_t errlen);
+/* Any thread: a new reference to the current context, or NULL before the
+ * first certificate. */
+wf_tls_ctx *wf_ident_server(void);
+wf_tls_ctx *wf_ident_client(void);
+wf_tls_ctx *wf_ident_control(void); /* ALPN h2, for gRPC to istiod */
+int wf_ident_ready(void);
+/* The SPIFFE ID of the current certificate, or NULL (main thread). */
+const char *wf_ident_id(void);
+/* /certs: identity, serial, validity, root fingerprint (main thread). */
+json_t *wf_ident_dump(void);
+void wf_ident_shutdown(void);
 
 /* ---- stats.c ---- */
 enum {
@@ -42,6 +59,12 @@ enum {
     WF_ST_UPSTREAM_CX_CONNECT_FAIL,
     WF_ST_NO_ROUTE,
     WF_ST_NO_HEALTHY_UPSTREAM,
+    WF_ST_SSL_HANDSHAKE,
+    WF_ST_SSL_SESSION_REUSED,
+    WF_ST_SSL_CONNECTION_ERROR,
+    WF_ST_UPSTREAM_SSL_HANDSHAKE,
+    WF_ST_UPSTREAM_SSL_SESSION_REUSED,
+    WF_ST_UPSTREAM_SSL_CONNECTION_ERROR,
     WF_ST_FIXED_COUNT
 };
 /* Main thread: finds or creates a counter; returns its id or -1 when full. */
@@ -161,6 +184,8 @@ wf_snapshot *wf_proxy_current(void);
 int wf_proxy_ready(void);
 void wf_proxy_quit(void);
 json_t *wf_proxy_filter_chain_dump(void);
+/* /certs: the workload certificate and the CA client's state.  New reference. */
+json_t *wf_proxy_certs_dump(void);
 uint64_t wf_now_us(void);
 
 #endif

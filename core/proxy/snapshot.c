@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/file.h"
 #include "util/flags.h"
 #include "util/log.h"
 
@@ -56,6 +57,18 @@ static void chain_free(wf_chain *c)
     free(c->f);
 }
 
+static void up_tls_free(wf_up_tls *t)
+{
+    if (!t)
+        return;
+    wf_tls_ctx_unref(t->ctx);
+    for (size_t i = 0; i < t->n_sans; i++)
+        free(t->sans[i]);
+    free(t->sans);
+    free(t->sni);
+    free(t);
+}
+
 static void snapshot_free(wf_snapshot *s)
 {
     for (size_t i = 0; i < s->n_ls; i++) {
@@ -68,6 +81,8 @@ static void snapshot_free(wf_snapshot *s)
         free(s->cls[i].eps);
         free(s->cls[i].sched);
         free(s->cls[i].infos);
+        up_tls_free(s->cls[i].tls_match);
+        up_tls_free(s->cls[i].tls_default);
     }
     free(s->cls);
     wf_map_free(&s->cluster_by_name);
@@ -91,6 +106,164 @@ wf_cluster *wf_snapshot_cluster(const wf_snapshot *s, const char *name)
 {
     void *v = wf_map_get(&s->cluster_by_name, name, strlen(name));
     return v ? &s->cls[(uintptr_t)v - 1] : NULL;
+}
+
+/* Reads a whole PEM file named by a DataSource ({"filename": ...}). */
+static char *read_source(json_t *ds, const char *what, const char *cluster, char *err,
+                         size_t errlen)
+{
+    const char *fn = json_string_value(json_object_get(ds, "filename"));
+    const char *inl = json_string_value(json_object_get(ds, "inline_string"));
+    char *buf;
+    int r;
+
+    if (inl)
+        return strdup(inl);
+    if (!fn) {
+        snprintf(err, errlen, "cluster %s: %s has no filename", cluster, what);
+        return NULL;
+    }
+    if ((r = wf_read_file(fn, 1 << 20, &buf, NULL)) < 0) {
+        snprintf(err, errlen, "cluster %s: cannot read %s %s: %s", cluster, what, fn,
+                 strerror(-r));
+        return NULL;
+    }
+    return buf;
+}
+
+static int add_sans(wf_up_tls *t, json_t *matchers)
+{
+    size_t i;
+    json_t *m;
+
+    json_array_foreach(matchers, i, m)
+    {
+        const char *v = json_string_value(json_object_get(m, "exact"));
+        char **n;
+        if (!v)
+            continue;
+        n = realloc(t->sans, (t->n_sans + 1) * sizeof(*n));
+        if (!n)
+            return -1;
+        t->sans = n;
+        if (!(t->sans[t->n_sans] = strdup(v)))
+            return -1;
+        t->n_sans++;
+    }
+    return 0;
+}
+
+/*
+ * A cluster's transport socket: NULL with *out NULL for raw_buffer (or
+ * none); ISTIO_MUTUAL when the certificate comes from the SDS secret
+ * "default" (the workload's own, filled by the proxy); otherwise SIMPLE or
+ * MUTUAL toward an external server with files of its own.
+ */
+static int parse_up_tls(json_t *ts, const char *cluster, wf_up_tls **out, char *err,
+                        size_t errlen)
+{
+    const char *name = json_string_value(json_object_get(ts, "name"));
+    json_t *tc = json_object_get(ts, "typed_config");
+    json_t *common = json_object_get(tc, "common_tls_context");
+    json_t *sds = json_object_get(common, "tls_certificate_sds_secret_configs");
+    json_t *combined = json_object_get(common, "combined_validation_context");
+    json_t *vc = json_object_get(common, "validation_context");
+    json_t *certs = json_array_get(json_object_get(common, "tls_certificates"), 0);
+    wf_up_tls *t;
+    char *roots = NULL, *chain = NULL, *key = NULL;
+    int r = -1;
+
+    *out = NULL;
+    if (!ts || !name || strcmp(name, "envoy.transport_sockets.raw_buffer") == 0)
+        return 0;
+    if (strcmp(name, "envoy.transport_sockets.tls") != 0) {
+        snprintf(err, errlen, "cluster %s: unsupported transport socket %s", cluster, name);
+        return -1;
+    }
+    if (!(t = calloc(1, sizeof(*t))))
+        return -1;
+    if (json_string_value(json_object_get(tc, "sni")))
+        t->sni = strdup(json_string_value(json_object_get(tc, "sni")));
+    if (json_array_size(sds) > 0) {
+        const char *sn = json_string_value(json_object_get(json_array_get(sds, 0), "name"));
+        if (!sn || strcmp(sn, "default") != 0) {
+            snprintf(err, errlen,
+                     "cluster %s: only the SDS secret \"default\" (the workload certificate) is "
+                     "supported, not %s",
+                     cluster, sn ? sn : "(unnamed)");
+            goto out;
+        }
+        t->istio = 1;
+        if (add_sans(t, json_object_get(json_object_get(combined, "default_validation_context"),
+                                        "match_subject_alt_names")) < 0)
+            goto out;
+    } else {
+        static const char *const alpn[] = {"http/1.1", NULL};
+        wf_tls_ctx_opts o = {.server = 0, .alpn = alpn};
+        char *e = NULL;
+
+        if (add_sans(t, json_object_get(vc, "match_subject_alt_names")) < 0)
+            goto out;
+        if (vc && !(roots = read_source(json_object_get(vc, "trusted_ca"), "trusted_ca", cluster,
+                                        err, errlen)))
+            goto out;
+        if (certs &&
+            (!(chain = read_source(json_object_get(certs, "certificate_chain"),
+                                   "certificate_chain", cluster, err, errlen)) ||
+             !(key = read_source(json_object_get(certs, "private_key"), "private_key", cluster,
+                                 err, errlen))))
+            goto out;
+        o.roots_pem = roots;
+        o.cert_chain_pem = chain;
+        o.key_pem = key;
+        if (wf_tls_ctx_new(&o, &t->ctx, &e) < 0) {
+            snprintf(err, errlen, "cluster %s: TLS settings refused: %s", cluster,
+                     e ? e : "unknown error");
+            free(e);
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free(roots);
+    free(chain);
+    free(key);
+    if (r < 0)
+        up_tls_free(t);
+    else
+        *out = t;
+    return r;
+}
+
+static int build_cluster_tls(wf_cluster *cl, json_t *c, char *err, size_t errlen)
+{
+    size_t i;
+    json_t *m;
+
+    if (parse_up_tls(json_object_get(c, "transport_socket"), cl->name, &cl->tls_default, err,
+                     errlen) < 0)
+        return -1;
+    json_array_foreach(json_object_get(c, "transport_socket_matches"), i, m)
+    {
+        json_t *match = json_object_get(m, "match");
+        const char *mode = json_string_value(json_object_get(match, "tlsMode"));
+        wf_up_tls *t;
+
+        if (parse_up_tls(json_object_get(m, "transport_socket"), cl->name, &t, err, errlen) < 0)
+            return -1;
+        if (json_object_size(match) == 0 && !cl->tls_default) {
+            cl->tls_default = t;
+        } else if (mode && strcmp(mode, "istio") == 0 && json_object_size(match) == 1 &&
+                   !cl->tls_match) {
+            cl->tls_match = t;
+        } else {
+            WF_WARN("cluster %s: transport socket match %s ignored: only {tlsMode: istio} and {} "
+                    "are supported",
+                    cl->name, json_string_value(json_object_get(m, "name")) ?: "(unnamed)");
+            up_tls_free(t);
+        }
+    }
+    return 0;
 }
 
 static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
@@ -126,6 +299,8 @@ static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
         cl->connect_timeout_ms =
             parse_duration_ms(json_string_value(json_object_get(c, "connect_timeout")), 10000);
         if (wf_map_put(&s->cluster_by_name, cl->name, strlen(cl->name), (void *)(uintptr_t)(i + 1)))
+            return -1;
+        if (build_cluster_tls(cl, c, err, errlen) < 0)
             return -1;
 #define CSTAT(field, suffix)                                                                       \
     snprintf(id, sizeof(id), "cluster.%s." suffix, name);                                         \
@@ -200,6 +375,20 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
                 snprintf(ep->ip, sizeof(ep->ip), "%s", ip);
                 ep->port = (uint32_t)json_integer_value(sp);
                 snprintf(ep->hostport, sizeof(ep->hostport), "%s:%u", ip, ep->port);
+                {
+                    const char *tm = json_string_value(json_object_get(
+                        json_object_get(json_object_get(json_object_get(lbe, "metadata"),
+                                                        "filter_metadata"),
+                                        "envoy.transport_socket_match"),
+                        "tlsMode"));
+                    ep->tls = tm && strcmp(tm, "istio") == 0 && cl->tls_match ? cl->tls_match
+                                                                               : cl->tls_default;
+                }
+                if (ep->tls)
+                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s|tls|%s", ep->hostport,
+                             ep->tls->sni ? ep->tls->sni : "");
+                else
+                    memcpy(ep->poolkey, ep->hostport, sizeof(ep->hostport));
                 ep->weight = json_is_integer(wt) && json_integer_value(wt) > 0
                                  ? (uint32_t)json_integer_value(wt)
                                  : 1;
@@ -344,11 +533,13 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
         const char *host = json_string_value(json_object_get(sa, "address"));
         json_t *port = json_object_get(sa, "port_value");
         const char *dir = json_string_value(json_object_get(lj, "traffic_direction"));
+        json_t *chains = json_object_get(lj, "filter_chains");
         json_t *hcm = json_object_get(
-            json_array_get(json_object_get(json_array_get(json_object_get(lj, "filter_chains"), 0),
-                                           "filters"),
-                           0),
+            json_array_get(json_object_get(json_array_get(chains, 0), "filters"), 0),
             "typed_config");
+        int has_tls = 0, has_plain = 0;
+        size_t k;
+        json_t *fc;
 
         l->name = strdup(json_string_value(json_object_get(lj, "name")) ?: "listener");
         s->n_ls++;
@@ -359,6 +550,21 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
         snprintf(l->host, sizeof(l->host), "%s", host);
         l->port = (int)json_integer_value(port);
         l->inbound = dir && strcmp(dir, "INBOUND") == 0;
+        /* The chains differ only in their transport (the HCM is the same):
+         * a TLS chain terminates mTLS with the workload certificate. */
+        json_array_foreach(chains, k, fc)
+        {
+            json_t *ts = json_object_get(fc, "transport_socket");
+            const char *tp = json_string_value(
+                json_object_get(json_object_get(fc, "filter_chain_match"), "transport_protocol"));
+            const char *tsn = json_string_value(json_object_get(ts, "name"));
+            if ((tp && strcmp(tp, "tls") == 0) ||
+                (tsn && strcmp(tsn, "envoy.transport_sockets.tls") == 0))
+                has_tls = 1;
+            else
+                has_plain = 1;
+        }
+        l->tls = has_tls && has_plain ? WF_LTLS_PERMISSIVE : has_tls ? WF_LTLS_STRICT : WF_LTLS_PLAIN;
         l->route_table = json_object_get(hcm, "route_config");
         if (build_chain(l, json_object_get(hcm, "http_filters"), wl, err, errlen) < 0)
             return -1;

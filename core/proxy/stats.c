@@ -16,6 +16,8 @@ static const char *const fixed[WF_ST_FIXED_COUNT] = {
     "downstream_rq_4xx",          "downstream_rq_5xx",        "downstream_rq_active",
     "upstream_rq_total",          "upstream_cx_total",        "upstream_cx_active",
     "upstream_cx_connect_fail",   "no_route",                 "no_healthy_upstream",
+    "ssl.handshake",              "ssl.session_reused",       "ssl.connection_error",
+    "upstream_ssl.handshake",     "upstream_ssl.session_reused", "upstream_ssl.connection_error",
 };
 
 static char *names[WF_MAX_STATS];

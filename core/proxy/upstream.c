@@ -59,6 +59,7 @@ static void uc_closed(uv_handle_t *h)
     wf_uconn *uc = h->data;
 
     wf_stat_add(uc->w, WF_ST_UPSTREAM_CX_ACTIVE, -1);
+    wf_tls_conn_free(uc->tls);
     free(uc);
 }
 
@@ -86,7 +87,8 @@ static void uc_write(wf_uconn *uc, const uv_buf_t *b, unsigned n)
 {
     if (uc->closing)
         return;
-    if (wf_write((uv_stream_t *)&uc->tcp, &uc->wq, b, n) < 0)
+    if ((uc->tls ? wf_tls_write(uc->tls, b, n) : wf_write((uv_stream_t *)&uc->tcp, &uc->wq, b, n)) <
+        0)
         uc->wq.failed = 1;
 }
 
@@ -338,53 +340,52 @@ static void fail(wf_uconn *uc, wf_attempt_result why, const char *detail)
     }
 }
 
-static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+/* The connection ended (EOF or error) while a stream may be attached. */
+static void uc_read_end(wf_uconn *uc, ssize_t nread)
 {
-    wf_uconn *uc = st->data;
     wf_stream *s = uc->s;
-    enum llhttp_errno e;
 
     if (!s) {
-        /* Idle pooled connection: the endpoint closed it (or sent junk). */
         uc_close(uc);
         return;
     }
-    if (nread == 0)
-        return;
-    if (nread < 0) {
-        if (uc->got_bytes && s->resp_started) {
-            /* A close-delimited body ends at EOF; anything else is cut. */
-            llhttp_finish(&uc->parser);
-            if (uc->done) {
-                uc->keepalive = 0;
-                wf_stream_response_end(s);
-                return;
-            }
-            if (!uc->done) {
-                uc_close(uc);
-                s->uc = NULL;
-                s->flags = "UPE";
-                wf_stream_local_reply(s, 502, NULL, 0, "UPE"); /* closes the client */
-            }
+    if (uc->got_bytes && s->resp_started) {
+        /* A close-delimited body ends at EOF; anything else is cut. */
+        llhttp_finish(&uc->parser);
+        if (uc->done) {
+            uc->keepalive = 0;
+            wf_stream_response_end(s);
             return;
         }
-        if (uc->reused && !uc->got_bytes && !s->pending && s->req_done && s->req_bytes == 0) {
-            /* A pooled connection the endpoint had already closed: try once
-             * more on a fresh one, as nothing of the exchange happened. */
-            wf_endpoint *ep = s->ep;
-            uc_close(uc);
-            s->uc = NULL;
-            s->pool->active--;
-            s->pool = NULL;
-            s->attempts--;
-            wf_upstream_start(s, ep);
-            return;
-        }
-        fail(uc, WF_ATTEMPT_RESET, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+        uc_close(uc);
+        s->uc = NULL;
+        s->flags = "UPE";
+        wf_stream_local_reply(s, 502, NULL, 0, "UPE"); /* closes the client */
         return;
     }
+    if (uc->reused && !uc->got_bytes && !s->pending && s->req_done && s->req_bytes == 0) {
+        /* A pooled connection the endpoint had already closed: try once
+         * more on a fresh one, as nothing of the exchange happened. */
+        wf_endpoint *ep = s->ep;
+        uc_close(uc);
+        s->uc = NULL;
+        s->pool->active--;
+        s->pool = NULL;
+        s->attempts--;
+        wf_upstream_start(s, ep);
+        return;
+    }
+    fail(uc, WF_ATTEMPT_RESET, nread == UV_EOF ? "connection closed" : uv_strerror((int)nread));
+}
+
+/* Response bytes (plaintext) of the attached stream. */
+static void uc_on_bytes(wf_uconn *uc, const char *data, size_t len)
+{
+    wf_stream *s = uc->s;
+    enum llhttp_errno e;
+
     uc->got_bytes = 1;
-    e = llhttp_execute(&uc->parser, buf->base, (size_t)nread);
+    e = llhttp_execute(&uc->parser, data, len);
     if (uc->s != s)
         return; /* the stream went away while parsing (client closed) */
     if (uc->done) {
@@ -404,6 +405,73 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
             wf_stream_local_reply(s, 502, NULL, 0, "UPE");
         }
     }
+}
+
+static int uc_tls_deliver(void *ud, const char *data, size_t len)
+{
+    wf_uconn *uc = ud;
+
+    if (!uc->s) {
+        uc_close(uc); /* bytes on an idle connection */
+        return 1;
+    }
+    uc_on_bytes(uc, data, len);
+    return uc->closing || !uc->s;
+}
+
+static void uc_tls_input(wf_uconn *uc, const char *data, size_t len)
+{
+    int was = wf_tls_established(uc->tls);
+    int r = wf_tls_feed(uc->tls, data, len, uc_tls_deliver, uc);
+
+    if (uc->closing)
+        return;
+    if (r == WF_TLS_EOF) {
+        uc_read_end(uc, UV_EOF);
+        return;
+    }
+    if (r < 0) {
+        char why[600];
+        wf_stat_add(uc->w, WF_ST_UPSTREAM_SSL_CONNECTION_ERROR, 1);
+        snprintf(why, sizeof(why), "TLS: %s", wf_tls_error(uc->tls));
+        if (!was) {
+            static __thread wf_ratelimit rl;
+            uint64_t skipped;
+            if (wf_ratelimit_ok(&rl, uv_now(&uc->w->loop), 1000, &skipped))
+                WF_WARN("upstream TLS to %s refused: %s%s", uc->pool->hostport,
+                        wf_tls_error(uc->tls),
+                        skipped ? " (more in the last second; see upstream_ssl.connection_error)"
+                                : "");
+        }
+        fail(uc, was ? WF_ATTEMPT_RESET : WF_ATTEMPT_CONNECT_FAILURE, why);
+        return;
+    }
+    if (!was && wf_tls_established(uc->tls)) {
+        uv_timer_stop(&uc->timer);
+        wf_stat_add(uc->w, WF_ST_UPSTREAM_SSL_HANDSHAKE, 1);
+        if (wf_tls_resumed(uc->tls))
+            wf_stat_add(uc->w, WF_ST_UPSTREAM_SSL_SESSION_REUSED, 1);
+        if (uc->s && !uc->head_sent)
+            uc_send_head(uc);
+    }
+}
+
+static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
+{
+    wf_uconn *uc = st->data;
+
+    if (nread == 0)
+        return;
+    if (nread < 0) {
+        uc_read_end(uc, nread);
+        return;
+    }
+    if (uc->tls)
+        uc_tls_input(uc, buf->base, (size_t)nread);
+    else if (!uc->s)
+        uc_close(uc); /* idle pooled connection: the endpoint closed it (or sent junk) */
+    else
+        uc_on_bytes(uc, buf->base, (size_t)nread);
 }
 
 void wf_upstream_read_control(wf_stream *s, int on)
@@ -440,7 +508,43 @@ static void connect_timeout(uv_timer_t *t)
     wf_stat_add(uc->w, WF_ST_UPSTREAM_CX_CONNECT_FAIL, 1);
     if (uc->s && uc->s->cluster)
         wf_stat_add(uc->w, uc->s->cluster->st_cx_connect_fail, 1);
-    fail(uc, WF_ATTEMPT_CONNECT_FAILURE, "connect timeout");
+    fail(uc, WF_ATTEMPT_CONNECT_FAILURE,
+         uc->connected ? "TLS handshake timeout" : "connect timeout");
+}
+
+static int uc_tls_send(void *ud, const char *data, size_t len)
+{
+    wf_uconn *uc = ud;
+    uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
+
+    return wf_write((uv_stream_t *)&uc->tcp, &uc->wq, &b, 1);
+}
+
+/* Starts the client handshake toward an endpoint with transport t. */
+static int uc_tls_begin(wf_uconn *uc, const wf_up_tls *t, char *why, size_t whylen)
+{
+    wf_tls_conn_opts o = {.send = uc_tls_send,
+                          .ud = uc,
+                          .sni = t->sni,
+                          .peer_ids = (const char *const *)t->sans,
+                          .n_peer_ids = t->n_sans,
+                          .session = &uc->pool->session};
+    wf_tls_ctx *ctx = t->istio ? wf_ident_client() : t->ctx;
+    char *e = NULL;
+
+    if (!ctx) {
+        snprintf(why, whylen, "TLS: no workload certificate yet (is the CA reachable? see /certs)");
+        return -1;
+    }
+    uc->tls = wf_tls_conn_new(ctx, &o, &e);
+    if (t->istio)
+        wf_tls_ctx_unref(ctx); /* the connection holds its own reference */
+    if (!uc->tls || wf_tls_start(uc->tls) < 0) {
+        snprintf(why, whylen, "TLS: %s", uc->tls ? wf_tls_error(uc->tls) : e ? e : "cannot start");
+        free(e);
+        return -1;
+    }
+    return 0;
 }
 
 static void connected(uv_connect_t *req, int status)
@@ -465,6 +569,18 @@ static void connected(uv_connect_t *req, int status)
     }
     uc->reading = 1;
     uv_read_start((uv_stream_t *)&uc->tcp, alloc_cb, read_cb);
+    if (uc->s->ep && uc->s->ep->tls) {
+        char why[300];
+        if (uc_tls_begin(uc, uc->s->ep->tls, why, sizeof(why)) < 0) {
+            wf_stat_add(uc->w, WF_ST_UPSTREAM_SSL_CONNECTION_ERROR, 1);
+            fail(uc, WF_ATTEMPT_CONNECT_FAILURE, why);
+            return;
+        }
+        /* The request goes out once the handshake is done; until then
+         * the connect timer bounds the handshake too. */
+        uv_timer_start(&uc->timer, connect_timeout, uc->s->cluster->connect_timeout_ms, 0);
+        return;
+    }
     uc_send_head(uc);
 }
 
@@ -472,7 +588,7 @@ void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
 {
     wf_worker *w = s->w;
     wf_pool *pool = w->ep_pool && s->snap == w->snap ? w->ep_pool[ep->gindex]
-                                                      : wf_pool_get(w, &ep->addr, ep->hostport);
+                                                      : wf_pool_get(w, &ep->addr, ep->poolkey);
     wf_uconn *uc;
     int r;
 

@@ -11,7 +11,8 @@
 #include "util/flags.h"
 #include "util/log.h"
 
-static const char *config_dir, *xds_listen, *monitoring, *grace, *debounce;
+static const char *config_dir, *xds_listen, *monitoring, *grace, *debounce, *secure_listen,
+    *ca_dir, *cert_ttl, *max_cert_ttl;
 static const char *log_level = "info";
 
 static const wf_flag flags[] = {
@@ -19,6 +20,15 @@ static const wf_flag flags[] = {
      "Istio/weft YAML to serve; watched, reloaded on change (required)"},
     {"xds-listen", WF_FLAG_ADDR, &xds_listen, 0, 0, "ADDR",
      "xDS (ADS over gRPC, plaintext) for proxies (127.0.0.1:15010)"},
+    {"secure-listen", WF_FLAG_ADDR, &secure_listen, 0, 0, "ADDR",
+     "xDS over mTLS and the CA (CreateCertificate) (127.0.0.1:15012)"},
+    {"ca-dir", WF_FLAG_STR, &ca_dir, 0, 0, "DIR",
+     "the CA's root of trust: Istio plugged certs, or a root generated there on first start "
+     "(/var/lib/weft/ca)"},
+    {"cert-ttl", WF_FLAG_STR, &cert_ttl, 0, 0, "DURATION",
+     "workload certificate lifetime when a CSR asks for none (24h)"},
+    {"max-cert-ttl", WF_FLAG_STR, &max_cert_ttl, 0, 0, "DURATION",
+     "the longest workload certificate lifetime granted (2160h)"},
     {"monitoring", WF_FLAG_ADDR, &monitoring, 0, 0, "ADDR",
      "/ready, /debug/syncz, /debug/config_status, /metrics (127.0.0.1:15014)"},
     {"registry-grace", WF_FLAG_STR, &grace, 0, 0, "DURATION",
@@ -29,17 +39,6 @@ static const wf_flag flags[] = {
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
-static int duration_flag(const char *name, const char *v, int64_t *ms)
-{
-    char err[256];
-
-    if (wf_duration_parse(v, ms, err, sizeof(err)) < 0)
-        return wf_usage_error("flag --%s: %s", name, err);
-    if (*ms > 3600000)
-        return wf_usage_error("flag --%s: \"%s\" is longer than an hour", name, v);
-    return 0;
-}
-
 static int run(int argc, char **argv, int first)
 {
     wf_istiod_opts o = {0};
@@ -49,6 +48,10 @@ static int run(int argc, char **argv, int first)
     config_dir = NULL;
     xds_listen = "127.0.0.1:15010";
     monitoring = "127.0.0.1:15014";
+    secure_listen = "127.0.0.1:15012";
+    ca_dir = "/var/lib/weft/ca";
+    cert_ttl = "24h";
+    max_cert_ttl = "2160h";
     grace = "3s";
     debounce = "100ms";
     if (wf_flags_parse(flags, N_FLAGS, argc, argv, first, err, sizeof(err)) < 0)
@@ -59,9 +62,17 @@ static int run(int argc, char **argv, int first)
     wf_log_threshold = lvl;
     if (!config_dir)
         return wf_usage_error("--role=istiod needs --config-dir DIR");
-    if (duration_flag("registry-grace", grace, &o.registry_grace_ms) ||
-        duration_flag("debounce", debounce, &o.debounce_ms))
+    if (wf_duration_flag("registry-grace", grace, 3600000, &o.registry_grace_ms) ||
+        wf_duration_flag("debounce", debounce, 3600000, &o.debounce_ms) ||
+        wf_duration_flag("cert-ttl", cert_ttl, 90LL * 86400000, &o.cert_ttl_ms) ||
+        wf_duration_flag("max-cert-ttl", max_cert_ttl, 3650LL * 86400000, &o.max_cert_ttl_ms))
         return 2;
+    if (o.cert_ttl_ms < 1000 || o.max_cert_ttl_ms < o.cert_ttl_ms)
+        return wf_usage_error("flags --cert-ttl %s and --max-cert-ttl %s: need 1s <= cert-ttl <= "
+                              "max-cert-ttl",
+                              cert_ttl, max_cert_ttl);
+    o.secure_listen = secure_listen;
+    o.ca_dir = ca_dir;
     o.config_dir = config_dir;
     o.xds_listen = xds_listen;
     o.monitoring = monitoring;

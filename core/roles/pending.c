@@ -9,18 +9,14 @@
 static int not_built(const char *role)
 {
     return wf_usage_error(
-        "--role=%s is not built yet in this version; only --role=proxy and --role=istiod run",
+        "--role=%s is not built yet in this version; --role=proxy, --role=istiod and --role=ca "
+        "run",
         role);
 }
 
 static int run_gateway(int argc, char **argv, int first)
 {
     return not_built("gateway");
-}
-
-static int run_ca(int argc, char **argv, int first)
-{
-    return not_built("ca");
 }
 
 static void usage_pending(void)
@@ -30,4 +26,3 @@ static void usage_pending(void)
 
 const wf_role wf_role_gateway = {"gateway", "ingress gateway (Gateway listeners, TLS termination)",
                                  run_gateway, usage_pending};
-const wf_role wf_role_ca = {"ca", "the certificate authority alone", run_ca, usage_pending};

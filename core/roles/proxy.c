@@ -18,6 +18,7 @@ static wf_proxy_opts opts;
 static wf_strlist plugin_dirs, services, instance_ips;
 static const char *xds_addr, *node_name;
 static const char *log_level = "info";
+static const char *cert_ttl;
 
 static const wf_flag flags[] = {
     {"config-dir", WF_FLAG_STR, &opts.config_dir, 0, 0, "DIR",
@@ -52,6 +53,17 @@ static const wf_flag flags[] = {
      "fix the random sequence (weighted splits, balancers) for tests"},
     {"drain-timeout", WF_FLAG_INT, &opts.drain_timeout_ms, 0, 3600000, "MS",
      "how long SIGTERM waits for in-flight requests (10000)"},
+    {"ca", WF_FLAG_ADDR, &opts.ca, 0, 0, "ADDR",
+     "the CA (istiod's secure port or --role=ca), e.g. 127.0.0.1:15012: get the workload "
+     "certificate there and speak mTLS; in xDS mode, xDS then runs over mTLS too"},
+    {"token-file", WF_FLAG_STR, &opts.token_file, 0, 0, "FILE",
+     "bootstrap token proving the workload's identity to the CA (weft token); needs --ca"},
+    {"root-cert", WF_FLAG_STR, &opts.root_cert, 0, 0, "FILE",
+     "the mesh's root certificate (PEM), to trust the CA, istiod and peers; needs --ca"},
+    {"ca-name", WF_FLAG_STR, &opts.ca_name, 0, 0, "NAME",
+     "the DNS name the CA's and istiod's certificates carry (istiod.istio-system.svc)"},
+    {"cert-ttl", WF_FLAG_STR, &cert_ttl, 0, 0, "DURATION",
+     "lifetime to ask the CA for (24h); renewed at about half of it"},
     {"log-level", WF_FLAG_STR, &log_level, 0, 0, "LEVEL", "debug|info|warn|error (info)"},
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
@@ -122,6 +134,23 @@ static int run(int argc, char **argv, int first)
             "--xds ADDR (configuration from istiod)");
     for (size_t i = 0; i < plugin_dirs.n; i++)
         opts.plugin_dirs[opts.n_plugin_dirs++] = plugin_dirs.v[i];
+    if (!opts.ca && (opts.token_file || opts.root_cert))
+        return wf_usage_error("flag --%s needs --ca ADDR (the CA that signs the workload "
+                              "certificate)",
+                              opts.token_file ? "token-file" : "root-cert");
+    if (cert_ttl) {
+        int64_t ms;
+        if (!opts.ca)
+            return wf_usage_error("flag --cert-ttl needs --ca ADDR");
+        if (wf_duration_flag("cert-ttl", cert_ttl, 90LL * 86400 * 1000, &ms))
+            return 2;
+        if (ms < 1000)
+            return wf_usage_error("flag --cert-ttl: \"%s\" is shorter than a second", cert_ttl);
+        opts.cert_ttl_s = (long)(ms / 1000);
+    }
+    if (opts.ca && !opts.root_cert)
+        return wf_usage_error("flag --ca needs --root-cert FILE: the mesh's root certificate, "
+                              "to trust the CA and peers (root-cert.pem in the CA directory)");
     if (opts.config_dir) {
         if (services.n || node_name || instance_ips.n)
             return wf_usage_error("flag --%s needs --xds (static mode registers nothing)",

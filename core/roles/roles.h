@@ -6,6 +6,8 @@
 #ifndef WF_ROLES_ROLES_H
 #define WF_ROLES_ROLES_H
 
+#include <stdint.h>
+
 typedef struct wf_role {
     const char *name;
     const char *summary;
@@ -20,5 +22,9 @@ extern const wf_role wf_role_ca;
 
 /* Prints "weft: MSG" on stderr and returns 2; for usage errors. */
 int wf_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* Parses a duration flag ("100ms", "2s", "24h") into *ms; on a bad value or
+ * one above max_ms prints the usage error and returns 2, else 0. */
+int wf_duration_flag(const char *name, const char *v, int64_t max_ms, int64_t *ms);
 
 #endif

@@ -23,4 +23,14 @@ int wf_tool_validate(int argc, char **argv);
  */
 int wf_tool_proxy_status(int argc, char **argv);
 
+/*
+ * weft token --ca-dir DIR --namespace NS --service-account SA [--ttl 1h]
+ * [--trust-domain cluster.local]: prints a bootstrap token (an ES256 JWT
+ * signed with the CA key in DIR) and a newline.  The CA issues
+ * spiffe://TD/ns/NS/sa/SA, and nothing else, to whoever presents it.  DIR
+ * must already hold a CA.  Exit codes: 0 printed, 1 no CA or an unreadable
+ * one, 2 usage error (bad flag, duration, namespace or service account).
+ */
+int wf_tool_token(int argc, char **argv);
+
 #endif

@@ -1,4 +1,6 @@
-/* log.c: the one place log lines are formatted and written (stderr). */
+/* log.c: the one place log lines are formatted and written (stderr), and
+ * error messages for callers are made. */
+#define _GNU_SOURCE /* vasprintf */
 #include "util/log.h"
 
 #include <stdio.h>
@@ -50,4 +52,28 @@ int wf_log_parse_level(const char *s)
         if (strcmp(s, names[i]) == 0)
             return i;
     return -1;
+}
+
+int wf_fail(char **err, const char *fmt, ...)
+{
+    if (err) {
+        va_list ap;
+        va_start(ap, fmt);
+        if (vasprintf(err, fmt, ap) < 0)
+            *err = NULL;
+        va_end(ap);
+    }
+    return -1;
+}
+
+int wf_ratelimit_ok(wf_ratelimit *r, uint64_t now_ms, uint64_t interval_ms, uint64_t *skipped)
+{
+    if (r->last_ms && now_ms - r->last_ms < interval_ms) {
+        r->suppressed++;
+        return 0;
+    }
+    *skipped = r->suppressed;
+    r->suppressed = 0;
+    r->last_ms = now_ms ? now_ms : 1;
+    return 1;
 }

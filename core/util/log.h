@@ -7,6 +7,7 @@
 #define WF_UTIL_LOG_H
 
 #include <stdarg.h>
+#include <stdint.h>
 
 enum { WF_LDEBUG = 0, WF_LINFO = 1, WF_LWARN = 2, WF_LERROR = 3 };
 
@@ -23,5 +24,20 @@ void wf_vlog(int level, const char *tag, const char *fmt, va_list ap);
 
 /* Parses "debug|info|warn|error"; returns the level or -1. */
 int wf_log_parse_level(const char *s);
+
+/* Rate limiting for lines a flood could repeat (a misconfigured peer
+ * retrying thousands of times a second): at most one per interval. */
+typedef struct wf_ratelimit {
+    uint64_t last_ms;
+    uint64_t suppressed;
+} wf_ratelimit;
+/* 1 when a line may be logged at now_ms; *skipped then receives how many
+ * were suppressed since the last one.  0: suppressed (counted). */
+int wf_ratelimit_ok(wf_ratelimit *r, uint64_t now_ms, uint64_t interval_ms, uint64_t *skipped);
+
+/* For functions that report errors as a malloc'd message: sets *err (when
+ * err is not NULL) to the formatted text, owned by the caller, and returns
+ * -1. */
+int wf_fail(char **err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 #endif

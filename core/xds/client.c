@@ -828,6 +828,8 @@ struct wf_xds_client {
     char last_error[300];
     uv_timer_t retry;
     uv_timer_t build; /* 0 ms: builds once for all the responses read together */
+    wf_tls_ctx *(*tls_ctx)(void); /* mTLS: the current client context, or NULL */
+    char *tls_name;               /* the name istiod's certificate must carry */
     int stopping;
     int handles; /* libuv handles not closed yet */
 };
@@ -849,6 +851,7 @@ static void maybe_free(wf_xds_client *c)
         return;
     wf_xdsc_free(&c->st);
     free(c->server);
+    free(c->tls_name);
     free(c);
 }
 
@@ -1062,13 +1065,34 @@ static void connect_now(wf_xds_client *c)
     hh.ud = c;
     c->open = 0;
     c->answered = 0;
-    c->call = wf_grpc_client_call(c->loop, c->server, WF_ADS_METHOD, NULL, &hh, err, sizeof(err));
+    if (c->tls_ctx) {
+        /* Each connection takes the newest certificate: rotation needs no
+         * reconnect, the next one just uses it. */
+        wf_grpc_tls t = {.ctx = c->tls_ctx(), .verify_name = c->tls_name};
+        if (!t.ctx) {
+            schedule_retry(c, "no workload certificate yet");
+            return;
+        }
+        c->call = wf_grpc_client_call_tls(c->loop, c->server, WF_ADS_METHOD, NULL, &t, &hh, err,
+                                          sizeof(err));
+        wf_tls_ctx_unref(t.ctx);
+    } else {
+        c->call =
+            wf_grpc_client_call(c->loop, c->server, WF_ADS_METHOD, NULL, &hh, err, sizeof(err));
+    }
     if (!c->call)
         schedule_retry(c, err);
 }
 
 wf_xds_client *wf_xds_client_start(uv_loop_t *loop, const char *server, json_t *node,
                                    wf_xds_apply_fn apply, void *ud, char *err, size_t errlen)
+{
+    return wf_xds_client_start_tls(loop, server, node, NULL, NULL, apply, ud, err, errlen);
+}
+
+wf_xds_client *wf_xds_client_start_tls(uv_loop_t *loop, const char *server, json_t *node,
+                                       wf_tls_ctx *(*tls_ctx)(void), const char *tls_name,
+                                       wf_xds_apply_fn apply, void *ud, char *err, size_t errlen)
 {
     wf_xds_client *c = calloc(1, sizeof(*c));
     char host[256];
@@ -1091,6 +1115,14 @@ wf_xds_client *wf_xds_client_start(uv_loop_t *loop, const char *server, json_t *
     c->loop = loop;
     c->apply = apply;
     c->ud = ud;
+    c->tls_ctx = tls_ctx;
+    if (tls_name && !(c->tls_name = strdup(tls_name))) {
+        snprintf(err, errlen, "out of memory");
+        wf_xdsc_free(&c->st);
+        free(c->server);
+        free(c);
+        return NULL;
+    }
     c->rng = uv_hrtime() ^ ((uint64_t)(uintptr_t)c << 16) ^ 0x9E3779B97F4A7C15ULL;
     if (!c->rng)
         c->rng = 1;

@@ -39,6 +39,7 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "tls/tls.h"
 #include "xds/codec.h"
 
 #define WF_ADS_METHOD                                                                              \
@@ -220,6 +221,13 @@ typedef struct wf_xds_client wf_xds_client;
  * apply runs on the loop's thread.  NULL with a reason in err. */
 wf_xds_client *wf_xds_client_start(uv_loop_t *loop, const char *server, json_t *node,
                                    wf_xds_apply_fn apply, void *ud, char *err, size_t errlen);
+/* The same over mTLS: each connection presents the context tls_ctx returns
+ * (a new reference, or NULL while there is no certificate yet: the attempt
+ * is retried later) and requires istiod's certificate to carry tls_name
+ * (e.g. "istiod.istio-system.svc"). */
+wf_xds_client *wf_xds_client_start_tls(uv_loop_t *loop, const char *server, json_t *node,
+                                       wf_tls_ctx *(*tls_ctx)(void), const char *tls_name,
+                                       wf_xds_apply_fn apply, void *ud, char *err, size_t errlen);
 /* Ends the stream and stops reconnecting; safe inside apply.  The client
  * frees itself once its handles are closed (keep running the loop). */
 void wf_xds_client_stop(wf_xds_client *c);

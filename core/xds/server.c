@@ -410,12 +410,15 @@ struct wf_xds_conn {
     int64_t since_s;      /* wall clock, for connected_since */
     char peer[64];
     char id[256]; /* node id, for logs */
+    char *peer_id; /* secure port: the client certificate's SPIFFE ID */
     void *data;
 };
 
 struct wf_xds_server {
     uv_loop_t *loop;
     wf_grpc_server *grpc;
+    wf_grpc_server *secure;        /* mTLS port, or NULL */
+    wf_grpc_server_handlers other; /* other services on the secure port (the CA) */
     wf_xds_hooks h;
     wf_xds_conn *conns;
     wf_xds_metrics m;
@@ -432,6 +435,11 @@ const wf_xds_stream_state *wf_xds_conn_state(const wf_xds_conn *c)
 const char *wf_xds_conn_peer(const wf_xds_conn *c)
 {
     return c->peer;
+}
+
+const char *wf_xds_conn_peer_id(const wf_xds_conn *c)
+{
+    return c->peer_id;
 }
 
 void wf_xds_conn_set_data(wf_xds_conn *c, void *data)
@@ -609,6 +617,10 @@ static int on_call(wf_grpc_call *call, const char *path, void *ud)
         return WF_GRPC_UNAVAILABLE;
     if (!(c = calloc(1, sizeof(*c))))
         return WF_GRPC_RESOURCE_EXHAUSTED;
+    if (wf_grpc_peer_id(call) && !(c->peer_id = strdup(wf_grpc_peer_id(call)))) {
+        free(c);
+        return WF_GRPC_RESOURCE_EXHAUSTED;
+    }
     c->s = s;
     c->call = call;
     wf_xds_state_init(&c->st);
@@ -723,7 +735,88 @@ static void on_close(wf_grpc_call *call, void *ud)
     if (c->next)
         c->next->prev = c->prev;
     wf_xds_state_free(&c->st);
+    free(c->peer_id);
     free(c);
+}
+
+/* ---- the secure port: ADS over mTLS, and other services (the CA) ---- */
+
+static int is_ads(const wf_grpc_call *call)
+{
+    const char *p = wf_grpc_header(call, ":path");
+    return p && strcmp(p, ADS_PATH) == 0;
+}
+
+static int secure_on_call(wf_grpc_call *call, const char *path, void *ud)
+{
+    wf_xds_server *s = ud;
+
+    if (strcmp(path, ADS_PATH) != 0)
+        return s->other.on_call ? s->other.on_call(call, path, s->other.ud)
+                                : WF_GRPC_UNIMPLEMENTED;
+    if (!wf_grpc_peer_id(call)) {
+        wf_grpc_finish(call, WF_GRPC_UNAUTHENTICATED,
+                       "xDS on the secure port needs the workload certificate as TLS client "
+                       "certificate (start the proxy with --ca)");
+        return WF_GRPC_UNAUTHENTICATED;
+    }
+    return on_call(call, path, ud);
+}
+
+static void secure_on_message(wf_grpc_call *call, const uint8_t *msg, size_t len, void *ud)
+{
+    wf_xds_server *s = ud;
+
+    if (is_ads(call))
+        on_message(call, msg, len, ud);
+    else if (s->other.on_message)
+        s->other.on_message(call, msg, len, s->other.ud);
+}
+
+static void secure_on_close(wf_grpc_call *call, void *ud)
+{
+    wf_xds_server *s = ud;
+
+    if (is_ads(call))
+        on_close(call, ud);
+    else if (s->other.on_close)
+        s->other.on_close(call, s->other.ud);
+}
+
+static void secure_on_half_close(wf_grpc_call *call, void *ud)
+{
+    wf_xds_server *s = ud;
+
+    if (!is_ads(call) && s->other.on_half_close)
+        s->other.on_half_close(call, s->other.ud);
+    else
+        wf_grpc_finish(call, WF_GRPC_OK, NULL);
+}
+
+int wf_xds_server_listen_tls(wf_xds_server *s, const char *addr, wf_tls_ctx *tls,
+                             const wf_grpc_server_handlers *other, char *err, size_t errlen)
+{
+    wf_grpc_server_handlers gh = {.on_call = secure_on_call,
+                                  .on_message = secure_on_message,
+                                  .on_close = secure_on_close,
+                                  .on_half_close = secure_on_half_close,
+                                  .ud = s};
+
+    if (other)
+        s->other = *other;
+    s->secure = wf_grpc_server_start_tls(s->loop, addr, &gh, tls, err, errlen);
+    return s->secure ? 0 : -1;
+}
+
+void wf_xds_server_set_tls(wf_xds_server *s, wf_tls_ctx *tls)
+{
+    if (s->secure)
+        wf_grpc_server_set_tls(s->secure, tls);
+}
+
+int wf_xds_server_secure_port(const wf_xds_server *s)
+{
+    return s->secure ? wf_grpc_server_port(s->secure) : 0;
 }
 
 wf_xds_server *wf_xds_server_start(uv_loop_t *loop, const char *addr, const wf_xds_hooks *hooks,
@@ -759,6 +852,8 @@ void wf_xds_server_stop(wf_xds_server *s)
     uv_close((uv_handle_t *)&s->retry, NULL);
     uv_close((uv_handle_t *)&s->hold, NULL);
     wf_grpc_server_stop(s->grpc);
+    if (s->secure)
+        wf_grpc_server_stop(s->secure);
 }
 
 void wf_xds_server_free(wf_xds_server *s)
@@ -770,6 +865,7 @@ void wf_xds_server_free(wf_xds_server *s)
         wf_xds_conn *c = s->conns;
         s->conns = c->next;
         wf_xds_state_free(&c->st);
+        free(c->peer_id);
         free(c);
     }
     free(s);
@@ -838,6 +934,8 @@ json_t *wf_xds_server_syncz(const wf_xds_server *s)
         json_object_set_new(o, "istio_version", str_or_null(node_md_str(node, "ISTIO_VERSION")));
         json_object_set_new(o, "cluster_id", str_or_null(node_md_str(node, "CLUSTER_ID")));
         json_object_set_new(o, "peer", json_string(c->peer));
+        if (c->peer_id)
+            json_object_set_new(o, "peer_id", json_string(c->peer_id));
         json_object_set_new(o, "istiod", json_string(host));
         json_object_set_new(o, "connected_since", json_string(since));
         for (int i = 0; i < WF_XDS_NTYPES; i++) {

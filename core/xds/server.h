@@ -31,6 +31,8 @@
 #include <stdint.h>
 #include <uv.h>
 
+#include "grpc/grpc.h"
+#include "tls/tls.h"
 #include "xds/codec.h"
 
 /* The types served, in the order a push sends them: clusters before their
@@ -192,6 +194,22 @@ const wf_xds_metrics *wf_xds_server_metrics(const wf_xds_server *s);
 
 const wf_xds_stream_state *wf_xds_conn_state(const wf_xds_conn *c);
 const char *wf_xds_conn_peer(const wf_xds_conn *c);
+/* The SPIFFE ID of the stream's client certificate (secure port), or NULL
+ * on the plaintext port.  Valid while the stream lives. */
+const char *wf_xds_conn_peer_id(const wf_xds_conn *c);
+
+/*
+ * Also serves ADS over mTLS on addr (istiod's secure port): the same
+ * streams, pushes and hooks, but an ADS call without a verified client
+ * certificate is refused (UNAUTHENTICATED), and calls to other paths go to
+ * other (the CA's CreateCertificate), whose handlers see the calls as a
+ * wf_grpc_server's would.  tls: a server context (referenced).
+ */
+int wf_xds_server_listen_tls(wf_xds_server *s, const char *addr, wf_tls_ctx *tls,
+                             const wf_grpc_server_handlers *other, char *err, size_t errlen);
+/* istiod's own certificate rotated: new connections use tls. */
+void wf_xds_server_set_tls(wf_xds_server *s, wf_tls_ctx *tls);
+int wf_xds_server_secure_port(const wf_xds_server *s);
 /* The owner's data for a stream (set in on_join). */
 void wf_xds_conn_set_data(wf_xds_conn *c, void *data);
 void *wf_xds_conn_data(const wf_xds_conn *c);

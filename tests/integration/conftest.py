@@ -504,6 +504,22 @@ class ExitChecks:
                 self.KIND, self.name, self.rc, sig, self.describe())
         self.check_stderr()
 
+    def teardown(self):
+        """Stops the process if it runs (clean exit asserted), checks the
+        stderr of one that already ended, and releases its files."""
+        try:
+            if self.proc is not None:
+                if self.running():
+                    self.stop()
+                elif not self.checked:
+                    self.proc.wait()
+                    self.check_stderr()
+        finally:
+            if self.running():
+                self.proc.kill()
+                self.proc.wait()
+            self.close()
+
     def check_stderr(self):
         self.checked = True
         bad = sanitizer_lines(self.stderr())
@@ -665,25 +681,22 @@ class Weft(ExitChecks):
             if hasattr(self, f):
                 getattr(self, f).close()
 
-    def teardown(self):
-        try:
-            if self.proc is not None:
-                if self.running():
-                    self.stop()
-                elif not self.checked:
-                    self.proc.wait()
-                    self.check_stderr()
-        finally:
-            if self.running():
-                self.proc.kill()
-                self.proc.wait()
-            self.close()
 
 
 def run_weft(args, timeout=DEADLINE, cwd=None):
     """Runs weft to completion (for CLI and refused-config cases)."""
     return subprocess.run([WEFT_BIN] + list(args), capture_output=True, text=True,
                           env=CHILD_ENV, timeout=timeout, cwd=cwd)
+
+
+def make_token_file(ca_dir, namespace, service_account, ttl, path):
+    """`weft token` for NS/SA from the CA in ca_dir, written to path."""
+    r = run_weft(["token", "--ca-dir", str(ca_dir), "--namespace", namespace,
+                  "--service-account", service_account, "--ttl", ttl])
+    assert r.returncode == 0, "weft token failed (%d): %s" % (r.returncode, r.stderr)
+    path = pathlib.Path(path)
+    path.write_text(r.stdout)
+    return path
 
 
 # --------------------------------------------------------------------------
@@ -751,6 +764,117 @@ def reviews(backend):
 
 
 # --------------------------------------------------------------------------
+# the CA alone: `weft --role=ca`
+#
+#     ca        factory: ca(name=None, ca_dir=None, start=True, extra=()) -> a
+#               started CaProc (class from the ca_class fixture, which a test
+#               module may override to add methods)
+
+class CaProc(ExitChecks):
+    """`weft --role=ca` with its own CA directory and free ports; restartable."""
+    KIND = "ca"
+
+    def __init__(self, binary, workdir, name="ca", ca_dir=None):
+        self.binary = binary
+        self.name = name
+        self.dir = pathlib.Path(workdir) / name
+        self.dir.mkdir(parents=True)
+        self.ca_dir = pathlib.Path(ca_dir) if ca_dir else self.dir / "ca"
+        self.port, self.mon_port = free_ports(2)
+        self.proc = None
+        self.rc = None
+        self.checked = False
+        self.runs = 0
+        self.args = []
+        self._err = None
+
+    @property
+    def addr(self):
+        return "127.0.0.1:%d" % self.port
+
+    @property
+    def root_cert(self):
+        return self.ca_dir / "root-cert.pem"
+
+    def start(self, extra=()):
+        self.args = [self.binary, "--role=ca", "--ca-dir", str(self.ca_dir), "--listen", self.addr,
+                     "--monitoring", "127.0.0.1:%d" % self.mon_port] + list(extra)
+        self.runs += 1
+        self.checked = False
+        self.rc = None
+        self.close()
+        self._err = open(self.dir / ("stderr.%d.log" % self.runs), "wb")
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL, stderr=self._err,
+                                     env=CHILD_ENV, start_new_session=True)
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise AssertionError("ca exited %d before it was ready\n%s"
+                                     % (self.proc.returncode, self.describe()))
+            try:
+                return http_get(self.mon_port, "/ready", timeout=2)[0] == 200
+            except OSError:
+                return False
+        wait_until(ready, "the CA to answer 200 on /ready")
+        return self
+
+    def restart(self, extra=()):
+        self.stop()
+        return self.start(extra)
+
+    def token(self, ns, sa, ttl="1h"):
+        r = run_weft(["token", "--ca-dir", str(self.ca_dir), "--namespace", ns,
+                      "--service-account", sa, "--ttl", ttl])
+        assert r.returncode == 0, "weft token failed (%d): %s" % (r.returncode, r.stderr)
+        assert r.stdout.endswith("\n") and r.stdout.count("\n") == 1, repr(r.stdout)
+        return r.stdout.strip()
+
+    def token_file(self, ns, sa, ttl="1h"):
+        return make_token_file(self.ca_dir, ns, sa, ttl,
+                               self.dir / ("token-%s-%s-%s" % (ns, sa, ttl)))
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stderr(self):
+        out = []
+        for i in range(1, self.runs + 1):
+            p = self.dir / ("stderr.%d.log" % i)
+            if p.exists():
+                out.append(p.read_text(errors="replace"))
+        return "".join(out)
+
+    def describe(self):
+        return "ca %s\n  command: %s\n  stderr:\n%s" % (self.name, " ".join(map(str, self.args)),
+                                                      self.stderr()[-4000:])
+
+    def close(self):
+        if self._err:
+            self._err.close()
+            self._err = None
+
+
+
+
+
+@pytest.fixture
+def ca_class():
+    return CaProc
+
+
+@pytest.fixture
+def ca(tmp_path, weft_bin, ca_class):
+    made = []
+
+    def make(name=None, ca_dir=None, start=True, extra=()):
+        c = ca_class(weft_bin, tmp_path, name or "ca%d" % len(made), ca_dir)
+        made.append(c)
+        return c.start(extra) if start else c
+    yield make
+    teardown_all(made)
+
+
+# --------------------------------------------------------------------------
 # xDS mode: istiod and proxies that take their config from it
 #
 # Fixtures:
@@ -793,7 +917,8 @@ class Istiod(ExitChecks):
         self.config_dir = self.dir / "config"
         self.config_dir.mkdir(parents=True)
         (self.dir / "tmp").mkdir()
-        self.xds_port, self.mon_port = free_ports(2)
+        self.xds_port, self.mon_port, self.secure_port = free_ports(3)
+        self.ca_dir = self.dir / "ca"
         self.proc = None
         self.args = []
         self.runs = 0
@@ -809,6 +934,20 @@ class Istiod(ExitChecks):
     @property
     def mon_addr(self):
         return "127.0.0.1:%d" % self.mon_port
+
+    @property
+    def secure_addr(self):
+        """xDS over mTLS and the CA: what mTLS proxies get as --xds and --ca."""
+        return "127.0.0.1:%d" % self.secure_port
+
+    @property
+    def root_cert(self):
+        return self.ca_dir / "root-cert.pem"
+
+    def token_file(self, namespace, service_account, ttl="1h", name=None):
+        """A bootstrap token from this istiod's CA, written to a file."""
+        return make_token_file(self.ca_dir, namespace, service_account, ttl,
+                               self.dir / (name or "token-%s-%s" % (namespace, service_account)))
 
     def write(self, text, filename="config.yaml"):
         """Writes a config file atomically (a temporary file outside the
@@ -832,7 +971,8 @@ class Istiod(ExitChecks):
 
     def command(self, registry_grace=None, log_level=None, extra=()):
         args = [self.binary, "--role=istiod", "--config-dir", str(self.config_dir),
-                "--xds-listen", self.xds_addr, "--monitoring=" + self.mon_addr]
+                "--xds-listen", self.xds_addr, "--monitoring=" + self.mon_addr,
+                "--secure-listen", self.secure_addr, "--ca-dir", str(self.ca_dir)]
         if registry_grace is not None:
             args += ["--registry-grace", str(registry_grace)]
         if log_level:
@@ -945,19 +1085,6 @@ class Istiod(ExitChecks):
             f.close()
         self._files = []
 
-    def teardown(self):
-        try:
-            if self.proc is not None:
-                if self.running():
-                    self.stop()
-                elif not self.checked:
-                    self.proc.wait()
-                    self.check_stderr()
-        finally:
-            if self.running():
-                self.proc.kill()
-                self.proc.wait()
-            self.close()
 
 
 class XdsWeft(Weft):
@@ -987,12 +1114,18 @@ class XdsWeft(Weft):
 
     def command(self, xds=None, services=(), namespace="default", service_account=None,
                 labels=None, app_port=None, concurrency=1, node_name=None, instance_ip=None,
-                plugin_dirs=(), module_dir=None, seed=None, log_level=None, extra=()):
+                plugin_dirs=(), module_dir=None, seed=None, log_level=None, mtls=False,
+                token_file=None, cert_ttl=None, extra=()):
+        """mtls: get a certificate from istiod's CA (a token for NS/SA unless
+        token_file is given) and speak xDS over mTLS on its secure port."""
         self.services = tuple(services)
         self.namespace = namespace
+        sa = service_account or (labels or {}).get("app", "default")
+        if mtls:
+            xds = xds or self.istiod.secure_addr
         args = [self.binary, "--role=proxy", "--xds", xds or self.istiod.xds_addr,
                 "--namespace", namespace,
-                "--service-account=" + (service_account or (labels or {}).get("app", "default")),
+                "--service-account=" + sa,
                 "--outbound=127.0.0.1:%d" % self.out_port,
                 "--inbound", "127.0.0.1:%d" % self.in_port,
                 "--admin=127.0.0.1:%d" % self.admin_port,
@@ -1014,6 +1147,12 @@ class XdsWeft(Weft):
             args.append("--seed=%d" % seed)
         if log_level:
             args.append("--log-level=" + log_level)
+        if mtls:
+            tf = token_file or self.istiod.token_file(namespace, sa)
+            args += ["--ca", self.istiod.secure_addr, "--token-file", str(tf),
+                     "--root-cert", str(self.istiod.root_cert)]
+            if cert_ttl:
+                args += ["--cert-ttl", cert_ttl]
         return args + list(extra)
 
     def ready(self):

@@ -76,7 +76,7 @@ def test_usage_error_names_the_flag(weft_bin, tmp_path):
     assert "nope" in err, err
 
 
-@pytest.mark.parametrize("role", ["gateway", "ca"])
+@pytest.mark.parametrize("role", ["gateway"])
 def test_roles_not_built_yet(weft_bin, role):
     err = one_line_error(run_weft(["--role=" + role]))
     assert "not built yet" in err, err

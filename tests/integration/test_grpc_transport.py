@@ -42,15 +42,18 @@ def grpc_test_bin():
 
 
 class EchoServer:
-    def __init__(self, binary):
-        self.proc = subprocess.Popen([binary, "--serve", "0"], stdout=subprocess.PIPE,
+    """grpc_test's echo server (args: ["--serve", "0"], or the TLS mode)."""
+
+    def __init__(self, binary, args=("--serve", "0")):
+        self.mode = args[0]
+        self.proc = subprocess.Popen([binary] + list(args), stdout=subprocess.PIPE,
                                      stderr=subprocess.PIPE, env=CHILD_ENV)
         ready, _, _ = select.select([self.proc.stdout], [], [], DEADLINE)
         line = self.proc.stdout.readline().decode() if ready else ""
         if not line.startswith("serving "):
             self.proc.kill()
-            raise AssertionError("grpc_test --serve did not start: %r %s"
-                                 % (line, self.proc.stderr.read().decode()))
+            raise AssertionError("grpc_test %s did not start: %r %s"
+                                 % (self.mode, line, self.proc.stderr.read().decode()))
         self.addr = line.split()[1]
 
     def stop(self):
@@ -61,7 +64,7 @@ class EchoServer:
             _, err = self.proc.communicate(timeout=DEADLINE)
         except subprocess.TimeoutExpired:
             self.proc.kill()
-            raise AssertionError("grpc_test --serve did not stop on SIGTERM")
+            raise AssertionError("grpc_test %s did not stop on SIGTERM" % self.mode)
         err = err.decode(errors="replace")
         assert not sanitizer_lines(err), err
         assert self.proc.returncode == 0, err

@@ -3,13 +3,23 @@
  * a server and clients on 127.0.0.1, plus raw sockets playing broken or
  * slow peers.
  *
- * Two extra modes serve the interop test (tests/integration/
- * test_grpc_transport.py), which drives them with python3-grpcio:
+ * Extra modes serve the interop tests (tests/integration/
+ * test_grpc_transport.py, test_grpc_tls.py), which drive them with
+ * python3-grpcio:
  *   grpc_test --serve PORT     echo server (PORT 0: any); prints
  *                              "serving 127.0.0.1:PORT", stops on SIGTERM
+ *   grpc_test --serve-tls PORT DIR
+ *                              the same over TLS with DIR/cert-chain.pem,
+ *                              DIR/key.pem and DIR/root-cert.pem; client
+ *                              certificates optional; /weft.test.Echo/PeerId
+ *                              answers the client's verified identity
  *   grpc_test --client ADDR PATH N SIZE [HEADER=VALUE]
  *                              one call: N messages of SIZE bytes, then
  *                              half-close; prints what came back
+ *   grpc_test --client-tls DIR NAME ADDR PATH N SIZE
+ *                              the same over TLS with DIR's files as the
+ *                              client's, verifying the server's NAME
+ *                              (a DNS name, or a URI SAN when it has "://")
  * Set WEFT_LOG=debug to see every frame.
  */
 #include "grpc/grpc.h"
@@ -21,7 +31,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ca/ca.h"
 #include "test.h"
+#include "util/file.h"
 #include "util/log.h"
 
 static uv_loop_t *loop;
@@ -79,7 +91,7 @@ static int check_fill(const uint8_t *b, size_t n, int i)
 /* ---------------------------------------------------------------------- */
 /* test server: behaviour chosen by the method name */
 
-enum { S_ECHO, S_FAIL, S_HOLD, S_CANCEL, S_FLOOD, S_STOP, S_META, S_COUNT };
+enum { S_ECHO, S_FAIL, S_HOLD, S_CANCEL, S_FLOOD, S_STOP, S_META, S_COUNT, S_PEER };
 
 typedef struct scall {
     int kind;
@@ -108,6 +120,7 @@ static int kind_of(const char *path)
            : strcmp(m, "Stop") == 0     ? S_STOP
            : strcmp(m, "Meta") == 0     ? S_META
            : strcmp(m, "Count") == 0    ? S_COUNT
+           : strcmp(m, "PeerId") == 0   ? S_PEER
            : strcmp(m, "Refuse") == 0   ? 100
                                         : -1;
 }
@@ -170,6 +183,12 @@ static void s_on_message(wf_grpc_call *c, const uint8_t *msg, size_t len, void *
         const char *ua = wf_grpc_header(c, "user-agent"), *x = wf_grpc_header(c, "x-test");
         wf_grpc_send(c, (const uint8_t *)(ua ? ua : ""), ua ? strlen(ua) : 0);
         wf_grpc_send(c, (const uint8_t *)(x ? x : ""), x ? strlen(x) : 0);
+        break;
+    }
+    case S_PEER: {
+        const char *id = wf_grpc_peer_id(c);
+        id = id ? id : "(none)";
+        wf_grpc_send(c, (const uint8_t *)id, strlen(id));
         break;
     }
     default:
@@ -973,6 +992,283 @@ TEST(many_clients)
 }
 
 /* ---------------------------------------------------------------------- */
+/* TLS: certificates from the CA core in a temporary directory */
+
+#define TD "spiffe://cluster.local/ns/istio-system/sa/"
+
+static struct {
+    char dir[64];
+    wf_ca *ca;
+} PKI;
+
+static const char *h2_alpn[] = {"h2", NULL};
+
+static int pki_make(void)
+{
+    char *err = NULL;
+
+    snprintf(PKI.dir, sizeof(PKI.dir), "/tmp/wf-grpc-test-XXXXXX");
+    if (!mkdtemp(PKI.dir) || wf_ca_load_or_create(PKI.dir, NULL, &PKI.ca, &err) != 0) {
+        fprintf(stderr, "test CA: %s\n", err ? err : "mkdtemp failed");
+        free(err);
+        return -1;
+    }
+    return 0;
+}
+
+static void pki_free(void)
+{
+    char cmd[128];
+
+    wf_ca_free(PKI.ca);
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", PKI.dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cannot remove %s\n", PKI.dir);
+}
+
+/* A context with a fresh certificate for spiffe (NULL: none). */
+static wf_tls_ctx *tls_ctx(int server, const char *spiffe, wf_tls_peer_cert pc)
+{
+    char *err = NULL, *key = NULL, *csr = NULL, **chain = NULL, *pem = NULL;
+    size_t n = 0;
+    wf_tls_ctx *ctx = NULL;
+
+    if (spiffe) {
+        if (wf_ca_make_key_csr(&key, &csr, &err) != 0 ||
+            wf_ca_sign_csr(PKI.ca, csr, spiffe, 3600, &chain, &n, &err) != 0) {
+            fprintf(stderr, "issue %s: %s\n", spiffe, err);
+            exit(1);
+        }
+        pem = calloc(1, strlen(chain[0]) + strlen(chain[n - 1]) + 1);
+        strcat(strcpy(pem, chain[0]), chain[n - 1]);
+    }
+    wf_tls_ctx_opts o = {.server = server,
+                         .cert_chain_pem = pem,
+                         .key_pem = key,
+                         .roots_pem = wf_ca_root_pem(PKI.ca),
+                         .peer_cert = pc,
+                         .alpn = h2_alpn,
+                         .mesh = 1};
+    if (wf_tls_ctx_new(&o, &ctx, &err) != 0) {
+        fprintf(stderr, "TLS context: %s\n", err);
+        exit(1);
+    }
+    wf_ca_chain_free(chain, n);
+    free(key);
+    free(csr);
+    free(pem);
+    return ctx;
+}
+
+static wf_grpc_server *start_tls_server(wf_tls_ctx *tls, char *addr, size_t alen)
+{
+    char err[256];
+    wf_grpc_server *s =
+        wf_grpc_server_start_tls(loop, "127.0.0.1:0", &server_h, tls, err, sizeof(err));
+
+    if (!s) {
+        fprintf(stderr, "TLS server: %s\n", err);
+        exit(1);
+    }
+    snprintf(addr, alen, "127.0.0.1:%d", wf_grpc_server_port(s));
+    return s;
+}
+
+static wf_grpc_call *call_tls(cstate *st, const char *addr, const char *path,
+                              const wf_grpc_tls *tls)
+{
+    char err[256];
+    wf_grpc_client_handlers h = client_h;
+
+    h.ud = st;
+    st->c = wf_grpc_client_call_tls(loop, addr, path, NULL, tls, &h, err, sizeof(err));
+    if (!st->c)
+        fprintf(stderr, "TLS client: %s\n", err);
+    return st->c;
+}
+
+/* One PeerId call: what the server saw as the client's identity, in st. */
+static void peer_id_call(cstate *st, const char *addr, const wf_grpc_tls *tls)
+{
+    CHECK(call_tls(st, addr, "/weft.test.Echo/PeerId", tls) != NULL);
+    if (!st->c)
+        return;
+    send_one(st->c, "who am I");
+    wf_grpc_finish(st->c, 0, NULL);
+    CHECK(run_until(&st->closed));
+}
+
+TEST(tls_unary_with_client_cert)
+{
+    wf_tls_ctx *sctx = tls_ctx(1, TD "istiod", WF_TLS_PEER_OPTIONAL);
+    wf_tls_ctx *cctx = tls_ctx(0, "spiffe://cluster.local/ns/app/sa/client", WF_TLS_PEER_NONE);
+    const char *ids[] = {TD "istiod"};
+    wf_grpc_tls t = {.ctx = cctx, .peer_ids = ids, .n_peer_ids = 1};
+    char addr[64];
+    wf_grpc_server *s = start_tls_server(sctx, addr, sizeof(addr));
+    cstate st = {0};
+    int closes = S.closes;
+
+    wf_tls_ctx_unref(sctx); /* the server holds its own reference */
+    peer_id_call(&st, addr, &t);
+    CHECK_INT(st.status, WF_GRPC_OK);
+    CHECK_INT(st.msgs, 1);
+    CHECK_STR(st.first, "spiffe://cluster.local/ns/app/sa/client");
+    wait_server_closes(closes + 1);
+
+    /* Bulk both ways: many messages, then big ones. */
+    cstate bulk = {.nsend = 300, .send_on_open = 1, .finish_on_open = 1};
+    CHECK(call_tls(&bulk, addr, "/weft.test.Echo/Bidi", &t) != NULL);
+    CHECK(run_until(&bulk.closed));
+    CHECK_INT(bulk.status, WF_GRPC_OK);
+    CHECK_INT(bulk.msgs, 300);
+    CHECK_INT(bulk.bad, 0);
+    cstate big = {.big = 3 << 20};
+    uint8_t *b = malloc(big.big);
+    CHECK(call_tls(&big, addr, "/weft.test.Echo/Bidi", &t) != NULL);
+    fill(b, big.big, 0);
+    CHECK_INT(wf_grpc_send(big.c, b, big.big), 0);
+    fill(b, big.big, 1);
+    CHECK_INT(wf_grpc_send(big.c, b, big.big), 0);
+    wf_grpc_finish(big.c, 0, NULL);
+    free(b);
+    CHECK(run_until(&big.closed));
+    CHECK_INT(big.status, WF_GRPC_OK);
+    CHECK_INT(big.msgs, 2);
+    CHECK_INT(big.bad, 0);
+
+    wf_grpc_server_stop(s);
+    wf_tls_ctx_unref(cctx);
+}
+
+TEST(tls_client_without_cert)
+{
+    wf_tls_ctx *opt = tls_ctx(1, TD "istiod", WF_TLS_PEER_OPTIONAL);
+    wf_tls_ctx *req = tls_ctx(1, TD "istiod", WF_TLS_PEER_REQUIRED);
+    wf_tls_ctx *anon = tls_ctx(0, NULL, WF_TLS_PEER_NONE);
+    wf_grpc_tls t = {.ctx = anon};
+    char a1[64], a2[64];
+    wf_grpc_server *s1 = start_tls_server(opt, a1, sizeof(a1));
+    wf_grpc_server *s2 = start_tls_server(req, a2, sizeof(a2));
+    cstate st = {0}, st2 = {0};
+    int calls = S.calls;
+
+    peer_id_call(&st, a1, &t);
+    CHECK_INT(st.status, WF_GRPC_OK);
+    CHECK_STR(st.first, "(none)");
+    /* mTLS required: the call never reaches the server. */
+    peer_id_call(&st2, a2, &t);
+    CHECK_INT(st2.status, WF_GRPC_UNAVAILABLE);
+    CHECK(strncmp(st2.message, "TLS: handshake failed: the peer sent the fatal alert", 52) == 0);
+    CHECK_INT(S.calls, calls + 1);
+    wf_grpc_server_stop(s1);
+    wf_grpc_server_stop(s2);
+    wf_tls_ctx_unref(opt);
+    wf_tls_ctx_unref(req);
+    wf_tls_ctx_unref(anon);
+}
+
+TEST(tls_server_identity_refused)
+{
+    wf_tls_ctx *sctx = tls_ctx(1, TD "istiod", WF_TLS_PEER_OPTIONAL);
+    wf_tls_ctx *cctx = tls_ctx(0, "spiffe://cluster.local/ns/app/sa/client", WF_TLS_PEER_NONE);
+    char addr[64];
+    wf_grpc_server *s = start_tls_server(sctx, addr, sizeof(addr));
+    int calls = S.calls;
+
+    /* A name the certificate does not carry (it has a URI SAN only). */
+    wf_grpc_tls t = {.ctx = cctx, .verify_name = "istiod.istio-system.svc"};
+    cstate st = {0};
+    peer_id_call(&st, addr, &t);
+    CHECK_INT(st.status, WF_GRPC_UNAVAILABLE);
+    CHECK(strncmp(st.message,
+                  "TLS: server certificate does not carry the name istiod.istio-system.svc",
+                  71) == 0);
+    /* Another identity than the one expected. */
+    const char *ids[] = {TD "other"};
+    wf_grpc_tls t2 = {.ctx = cctx, .peer_ids = ids, .n_peer_ids = 1};
+    cstate st2 = {0};
+    peer_id_call(&st2, addr, &t2);
+    CHECK_INT(st2.status, WF_GRPC_UNAVAILABLE);
+    CHECK_STR(st2.message, "TLS: server identity " TD "istiod is not one of: " TD "other");
+    CHECK_INT(S.calls, calls);
+    wf_grpc_server_stop(s);
+    wf_tls_ctx_unref(sctx);
+    wf_tls_ctx_unref(cctx);
+}
+
+TEST(tls_and_plaintext_do_not_mix)
+{
+    wf_tls_ctx *sctx = tls_ctx(1, TD "istiod", WF_TLS_PEER_OPTIONAL);
+    wf_tls_ctx *cctx = tls_ctx(0, NULL, WF_TLS_PEER_NONE);
+    wf_grpc_tls t = {.ctx = cctx};
+    char addr[64];
+    wf_grpc_server *s = start_tls_server(sctx, addr, sizeof(addr));
+    cstate st = {0}, st2 = {0};
+
+    /* h2c client, TLS server. */
+    CHECK(call(&st, addr, "/weft.test.Echo/Bidi") != NULL);
+    send_one(st.c, "x");
+    CHECK(run_until(&st.closed));
+    CHECK_INT(st.status, WF_GRPC_UNAVAILABLE);
+    /* TLS client, h2c server. */
+    CHECK(call_tls(&st2, srv_addr, "/weft.test.Echo/Bidi", &t) != NULL);
+    send_one(st2.c, "x");
+    CHECK(run_until(&st2.closed));
+    CHECK_INT(st2.status, WF_GRPC_UNAVAILABLE);
+    CHECK(strstr(st2.message, "TLS") != NULL);
+    /* A context without ALPN h2 is refused up front. */
+    wf_tls_ctx_opts o = {.roots_pem = wf_ca_root_pem(PKI.ca)};
+    wf_tls_ctx *no_alpn = NULL;
+    char err[256];
+    CHECK_INT(wf_tls_ctx_new(&o, &no_alpn, NULL), 0);
+    wf_grpc_tls t3 = {.ctx = no_alpn};
+    wf_grpc_client_handlers h = client_h;
+    CHECK(wf_grpc_client_call_tls(loop, addr, "/x/y", NULL, &t3, &h, err, sizeof(err)) == NULL);
+    CHECK(strstr(err, "ALPN") != NULL);
+    wf_tls_ctx_unref(no_alpn);
+    wf_grpc_server_stop(s);
+    wf_tls_ctx_unref(sctx);
+    wf_tls_ctx_unref(cctx);
+}
+
+TEST(tls_rotation)
+{
+    wf_tls_ctx *old = tls_ctx(1, TD "istiod", WF_TLS_PEER_REQUIRED);
+    wf_tls_ctx *cctx = tls_ctx(0, "spiffe://cluster.local/ns/app/sa/client", WF_TLS_PEER_NONE);
+    wf_grpc_tls t = {.ctx = cctx};
+    char addr[64];
+    wf_grpc_server *s = start_tls_server(old, addr, sizeof(addr));
+    cstate held = {0};
+
+    /* A call open across the rotation keeps its connection. */
+    CHECK(call_tls(&held, addr, "/weft.test.Echo/Bidi", &t) != NULL);
+    send_one(held.c, "before");
+    wait_count(&held.msgs, 1);
+    CHECK_INT(held.msgs, 1);
+
+    wf_tls_ctx *rotated = tls_ctx(1, TD "istiod-rotated", WF_TLS_PEER_REQUIRED);
+    wf_grpc_server_set_tls(s, rotated);
+    wf_tls_ctx_unref(rotated);
+    wf_tls_ctx_unref(old); /* only the open connection holds it now */
+
+    const char *ids[] = {TD "istiod-rotated"};
+    wf_grpc_tls t2 = {.ctx = cctx, .peer_ids = ids, .n_peer_ids = 1};
+    cstate st = {0};
+    peer_id_call(&st, addr, &t2);
+    CHECK_INT(st.status, WF_GRPC_OK);
+    CHECK_STR(st.first, "spiffe://cluster.local/ns/app/sa/client");
+
+    send_one(held.c, "after");
+    wf_grpc_finish(held.c, 0, NULL);
+    CHECK(run_until(&held.closed));
+    CHECK_INT(held.status, WF_GRPC_OK);
+    CHECK_INT(held.msgs, 2);
+    wf_grpc_server_stop(s);
+    wf_tls_ctx_unref(cctx);
+}
+
+/* ---------------------------------------------------------------------- */
 /* --serve: the echo server for the interop test */
 
 static wf_grpc_server *serving;
@@ -986,6 +1282,8 @@ static int e_on_call(wf_grpc_call *c, const char *path, void *ud)
         wf_grpc_set_data(c, (void *)2);
     else if (strcmp(path, "/weft.test.Echo/Meta") == 0)
         wf_grpc_set_data(c, (void *)3);
+    else if (strcmp(path, "/weft.test.Echo/PeerId") == 0)
+        wf_grpc_set_data(c, (void *)4);
     else if (strcmp(path, "/weft.test.Echo/Refuse") == 0) {
         wf_grpc_finish(c, WF_GRPC_PERMISSION_DENIED, "go away: \xc3\xbc 100%");
         return WF_GRPC_PERMISSION_DENIED;
@@ -1002,6 +1300,10 @@ static void e_on_message(wf_grpc_call *c, const uint8_t *msg, size_t len, void *
         wf_grpc_send(c, msg, len);
     } else if (k == 2) {
         wf_grpc_finish(c, 9, "nope %");
+    } else if (k == 4) {
+        const char *id = wf_grpc_peer_id(c);
+        id = id ? id : "(none)";
+        wf_grpc_send(c, (const uint8_t *)id, strlen(id));
     } else {
         const char *x = wf_grpc_header(c, "x-test"), *ua = wf_grpc_header(c, "user-agent");
         char out[512];
@@ -1021,14 +1323,50 @@ static void on_signal(uv_signal_t *s, int signum)
     uv_close((uv_handle_t *)&sigint, NULL);
 }
 
-static int serve(const char *port)
+/* A TLS context from DIR's cert-chain.pem, key.pem (both optional for a
+ * client) and root-cert.pem. */
+static wf_tls_ctx *ctx_from_dir(const char *dir, int server)
+{
+    char path[512], *chain = NULL, *key = NULL, *roots = NULL, *err = NULL;
+    wf_tls_ctx *ctx = NULL;
+
+    snprintf(path, sizeof(path), "%s/cert-chain.pem", dir);
+    wf_read_file(path, 1 << 20, &chain, NULL);
+    snprintf(path, sizeof(path), "%s/key.pem", dir);
+    wf_read_file(path, 1 << 20, &key, NULL);
+    snprintf(path, sizeof(path), "%s/root-cert.pem", dir);
+    if (wf_read_file(path, 1 << 20, &roots, NULL) < 0)
+        fprintf(stderr, "grpc_test: cannot read %s\n", path);
+    wf_tls_ctx_opts o = {.server = server,
+                         .cert_chain_pem = chain,
+                         .key_pem = key,
+                         .roots_pem = roots,
+                         .peer_cert = WF_TLS_PEER_OPTIONAL,
+                         .alpn = h2_alpn,
+                         .mesh = 0};
+    if (roots && wf_tls_ctx_new(&o, &ctx, &err) != 0)
+        fprintf(stderr, "grpc_test: TLS context from %s: %s\n", dir, err);
+    free(err);
+    free(chain);
+    free(key);
+    free(roots);
+    return ctx;
+}
+
+static int serve(const char *port, const char *tls_dir)
 {
     static const wf_grpc_server_handlers h = {
         .on_call = e_on_call, .on_message = e_on_message, .on_close = e_on_close};
     char addr[64], err[256];
+    wf_tls_ctx *tls = NULL;
 
     snprintf(addr, sizeof(addr), "127.0.0.1:%s", port);
-    if (!(serving = wf_grpc_server_start(loop, addr, &h, err, sizeof(err)))) {
+    if (tls_dir && !(tls = ctx_from_dir(tls_dir, 1)))
+        return 1;
+    serving = tls ? wf_grpc_server_start_tls(loop, addr, &h, tls, err, sizeof(err))
+                  : wf_grpc_server_start(loop, addr, &h, err, sizeof(err));
+    wf_tls_ctx_unref(tls);
+    if (!serving) {
         fprintf(stderr, "grpc_test: %s\n", err);
         return 1;
     }
@@ -1076,20 +1414,36 @@ static void cl_close(wf_grpc_call *c, int status, const char *message, void *ud)
     fflush(stdout);
 }
 
-static int client(int argc, char **argv)
+static int client(int argc, char **argv, const char *tls_dir, const char *name)
 {
     static const wf_grpc_client_handlers h = {
         .on_open = cl_open, .on_message = cl_message, .on_close = cl_close};
     char err[256];
     wf_grpc_call *c;
+    wf_tls_ctx *tls = NULL;
 
     if (argc < 6) {
-        fprintf(stderr, "usage: grpc_test --client ADDR PATH N SIZE [NAME=VALUE]\n");
+        fprintf(stderr, "usage: grpc_test --client ADDR PATH N SIZE [NAME=VALUE]\n"
+                        "       grpc_test --client-tls DIR NAME ADDR PATH N SIZE [NAME=VALUE]\n");
         return 2;
     }
     client_n = atoi(argv[4]);
     client_size = (size_t)atol(argv[5]);
-    if (!(c = wf_grpc_client_call(loop, argv[2], argv[3], NULL, &h, err, sizeof(err)))) {
+    if (tls_dir && !(tls = ctx_from_dir(tls_dir, 0)))
+        return 1;
+    if (tls) {
+        const char *ids[] = {name};
+        int uri = strstr(name, "://") != NULL;
+        wf_grpc_tls t = {.ctx = tls,
+                         .verify_name = uri ? NULL : name,
+                         .peer_ids = uri ? ids : NULL,
+                         .n_peer_ids = uri ? 1 : 0};
+        c = wf_grpc_client_call_tls(loop, argv[2], argv[3], NULL, &t, &h, err, sizeof(err));
+        wf_tls_ctx_unref(tls);
+    } else {
+        c = wf_grpc_client_call(loop, argv[2], argv[3], NULL, &h, err, sizeof(err));
+    }
+    if (!c) {
         fprintf(stderr, "grpc_test: %s\n", err);
         return 1;
     }
@@ -1113,9 +1467,13 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
     loop = uv_default_loop();
     if (argc >= 3 && strcmp(argv[1], "--serve") == 0)
-        return serve(argv[2]);
+        return serve(argv[2], NULL);
+    if (argc >= 4 && strcmp(argv[1], "--serve-tls") == 0)
+        return serve(argv[2], argv[3]);
     if (argc >= 2 && strcmp(argv[1], "--client") == 0)
-        return client(argc, argv);
+        return client(argc, argv, NULL, NULL);
+    if (argc >= 4 && strcmp(argv[1], "--client-tls") == 0)
+        return client(argc - 2, argv + 2, argv[2], argv[3]);
 
     uv_timer_init(loop, &deadline);
     srv = start_server(&server_h, srv_addr, sizeof(srv_addr));
@@ -1141,6 +1499,15 @@ int main(int argc, char **argv)
     RUN(server_stop_with_open_calls);
     RUN(server_stop_from_a_callback);
     RUN(many_clients);
+    if (pki_make() == 0) {
+        RUN(tls_unary_with_client_cert);
+        RUN(tls_client_without_cert);
+        RUN(tls_server_identity_refused);
+        RUN(tls_and_plaintext_do_not_mix);
+        RUN(tls_rotation);
+    } else {
+        test_failed++;
+    }
 
     /* Everything must close: the loop ends with no handle left. */
     wf_grpc_server_stop(srv);
@@ -1151,5 +1518,6 @@ int main(int argc, char **argv)
         fprintf(stderr, "uv_loop_close: handles still open\n");
         test_failed++;
     }
+    pki_free();
     return TEST_SUMMARY();
 }

@@ -1,0 +1,164 @@
+/*
+ * ident.c: the workload's identity on the data path.  The main thread turns
+ * each certificate the keeper obtains into a server context (the inbound
+ * listener: mTLS required) and a client context (ISTIO_MUTUAL clusters) and
+ * publishes them by pointer; workers take a reference when a connection
+ * starts, so rotation never touches a connection already open.
+ *
+ * A worker reads the pointer and then takes its reference, so a context
+ * cannot be released the moment it is replaced: replaced contexts are kept
+ * (retired) for RETIRE_MS before their reference is dropped, far longer than
+ * the few instructions between a worker's load and its ref.
+ */
+#include "proxy/proxy.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "util/log.h"
+
+#define RETIRE_MS 10000
+#define MAX_RETIRED 64
+
+static wf_tls_ctx *_Atomic cur_server;
+static wf_tls_ctx *_Atomic cur_client;
+static wf_tls_ctx *_Atomic cur_control; /* the same certificate, ALPN h2: gRPC to istiod */
+static struct {
+    wf_tls_ctx *ctx;
+    uint64_t at_ms;
+} retired[MAX_RETIRED];
+static size_t n_retired;
+static wf_tls_cert_info info;
+static int have_info;
+
+static uint64_t now_ms(void)
+{
+    return wf_now_us() / 1000;
+}
+
+static void retire(wf_tls_ctx *c)
+{
+    uint64_t now = now_ms();
+    size_t k = 0;
+
+    for (size_t i = 0; i < n_retired; i++) {
+        if (now - retired[i].at_ms >= RETIRE_MS)
+            wf_tls_ctx_unref(retired[i].ctx);
+        else
+            retired[k++] = retired[i];
+    }
+    n_retired = k;
+    if (!c)
+        return;
+    if (n_retired == MAX_RETIRED) {
+        /* Rotating faster than every RETIRE_MS / MAX_RETIRED: keep the
+         * oldest alive forever rather than risk a worker's load. */
+        WF_WARN("identity: certificates rotating too fast; keeping an old context");
+        return;
+    }
+    retired[n_retired].ctx = c;
+    retired[n_retired].at_ms = now;
+    n_retired++;
+}
+
+int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, char *err,
+                 size_t errlen)
+{
+    static const char *const alpn[] = {"http/1.1", NULL};
+    static const char *const h2[] = {"h2", NULL};
+    wf_tls_ctx_opts so = {.server = 1,
+                          .cert_chain_pem = chain_pem,
+                          .key_pem = key_pem,
+                          .roots_pem = roots,
+                          .peer_cert = WF_TLS_PEER_REQUIRED,
+                          .alpn = alpn,
+                          .mesh = 1};
+    wf_tls_ctx_opts co = {.server = 0,
+                          .cert_chain_pem = chain_pem,
+                          .key_pem = key_pem,
+                          .roots_pem = roots,
+                          .alpn = alpn,
+                          .mesh = 1};
+    wf_tls_ctx_opts go = co;
+    wf_tls_ctx *s = NULL, *c = NULL, *g = NULL;
+    char *e = NULL;
+
+    go.alpn = h2;
+    if (wf_tls_ctx_new(&so, &s, &e) < 0 || wf_tls_ctx_new(&co, &c, &e) < 0 ||
+        wf_tls_ctx_new(&go, &g, &e) < 0) {
+        snprintf(err, errlen, "workload certificate refused: %s", e ? e : "unknown error");
+        free(e);
+        wf_tls_ctx_unref(s);
+        wf_tls_ctx_unref(c);
+        return -1;
+    }
+    have_info = wf_tls_ctx_info(c, &info) == 0;
+    retire(atomic_exchange(&cur_server, s));
+    retire(atomic_exchange(&cur_client, c));
+    retire(atomic_exchange(&cur_control, g));
+    return 0;
+}
+
+wf_tls_ctx *wf_ident_server(void)
+{
+    wf_tls_ctx *c = atomic_load(&cur_server);
+
+    if (c)
+        wf_tls_ctx_ref(c);
+    return c;
+}
+
+wf_tls_ctx *wf_ident_client(void)
+{
+    wf_tls_ctx *c = atomic_load(&cur_client);
+
+    if (c)
+        wf_tls_ctx_ref(c);
+    return c;
+}
+
+wf_tls_ctx *wf_ident_control(void)
+{
+    wf_tls_ctx *c = atomic_load(&cur_control);
+
+    if (c)
+        wf_tls_ctx_ref(c);
+    return c;
+}
+
+int wf_ident_ready(void)
+{
+    return atomic_load(&cur_client) != NULL;
+}
+
+const char *wf_ident_id(void)
+{
+    return have_info ? info.identity : NULL;
+}
+
+json_t *wf_ident_dump(void)
+{
+    char nb[32], na[32];
+    struct tm tm;
+
+    if (!have_info)
+        return json_pack("{s:n}", "identity");
+    strftime(nb, sizeof(nb), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&info.not_before, &tm));
+    strftime(na, sizeof(na), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&info.not_after, &tm));
+    return json_pack("{s:s, s:s, s:s, s:s, s:s}", "identity", info.identity, "serial",
+                     info.serial, "not_before", nb, "not_after", na, "root_sha256",
+                     info.root_sha256);
+}
+
+void wf_ident_shutdown(void)
+{
+    wf_tls_ctx_unref(atomic_exchange(&cur_server, NULL));
+    wf_tls_ctx_unref(atomic_exchange(&cur_client, NULL));
+    wf_tls_ctx_unref(atomic_exchange(&cur_control, NULL));
+    for (size_t i = 0; i < n_retired; i++)
+        wf_tls_ctx_unref(retired[i].ctx);
+    n_retired = 0;
+    have_info = 0;
+}
