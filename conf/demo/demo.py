@@ -34,6 +34,8 @@ from collections import Counter
 HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BACKEND_PY = REPO / "tests" / "integration" / "backend.py"
+GRPC_APP_PY = REPO / "tests" / "integration" / "grpc_app.py"
+GRPC_PORT = 9090
 DEADLINE = 20.0  # seconds for anything to come up or converge
 
 # workload -> (app, version, has a backend)
@@ -43,6 +45,7 @@ WORKLOADS = [
     ("reviews-v2", "reviews", "v2", True),
     ("reviews-v3", "reviews", "v3", True),
     ("details-v1", "details", "v1", True),
+    ("echo-v1", "echo", "v1", "grpc"),  # a gRPC service (python3-grpcio)
 ]
 SERVICE_PORT = 9080
 
@@ -133,7 +136,9 @@ class Mesh:
             shutil.copy(f, self.config / f.name)
         self._start_istiod()
         for name, app, version, has_app in WORKLOADS:
-            if has_app:
+            if has_app == "grpc":
+                self.backends[name] = self._start_backend(name, grpc_app=True)
+            elif has_app:
                 self.backends[name] = self._start_backend(name)
         ports = iter(free_ports(3 * len(WORKLOADS)))
         for name, app, version, has_app in WORKLOADS:
@@ -157,8 +162,11 @@ class Mesh:
                                          env=child_env(), start_new_session=True)
         self._wait_ready("istiod", d["proc"], mon, "istiod")
 
-    def _start_backend(self, name):
-        proc = subprocess.Popen([sys.executable, str(BACKEND_PY), "--port", "0", "--name", name],
+    def _start_backend(self, name, grpc_app=False):
+        cmd = ([sys.executable, str(GRPC_APP_PY), "server", "--name", name, "--port", "0"]
+               if grpc_app else
+               [sys.executable, str(BACKEND_PY), "--port", "0", "--name", name])
+        proc = subprocess.Popen(cmd,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                                 env=child_env(), start_new_session=True)
         end = time.monotonic() + DEADLINE
@@ -199,8 +207,11 @@ class Mesh:
         if name in self.backends:
             # registers the workload as an endpoint of its service, at the
             # proxy's inbound address
-            args += ["--service", "%s:%d" % (app, SERVICE_PORT),
+            grpc_app = dict((w[0], w[3]) for w in WORKLOADS)[name] == "grpc"
+            args += ["--service", "%s:%d" % (app, GRPC_PORT if grpc_app else SERVICE_PORT),
                      "--app-port", str(self.backends[name][1])]
+            if grpc_app:
+                args += ["--app-protocol", "grpc"]
         with open(p["stderr"], "wb") as err:
             p["proc"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
                                          env=child_env(), start_new_session=True)
@@ -225,7 +236,8 @@ class Mesh:
         want = {}
         for name, app, version, has_app in WORKLOADS:
             if has_app:
-                cl = "outbound|%d||%s.default.svc.cluster.local" % (SERVICE_PORT, app)
+                port = GRPC_PORT if has_app == "grpc" else SERVICE_PORT
+                cl = "outbound|%d||%s.default.svc.cluster.local" % (port, app)
                 want.setdefault(cl, set()).add("127.0.0.1:%d" % self.proxies[name]["inb"])
 
         def converged():
@@ -488,7 +500,11 @@ def run_traffic(mesh, s, n):
         wrong.append("only %d of %d responses carried %s" % (with_header, sent, plugin_header))
     print()
 
-    print(s.bold("7. identities: mTLS between every pair of proxies (PeerAuthentication STRICT)"))
+    print(s.bold("7. gRPC: echo:9090 through two proxies (HTTP/2 over mTLS between them)"))
+    wrong += grpc_calls(mesh, s)
+    print()
+
+    print(s.bold("8. identities: mTLS between every pair of proxies (PeerAuthentication STRICT)"))
     for name in mesh.proxies:
         c = mesh.certs(name)
         print("     %-12s %s  serial %s..  until %s"
@@ -514,6 +530,34 @@ def run_traffic(mesh, s, n):
         print("     plaintext to reviews-v1's inbound 127.0.0.1:%d: refused (%s)"
               % (inb, e.__class__.__name__))
     print()
+    return wrong
+
+
+def grpc_calls(mesh, s, n=20):
+    """n unary calls from productpage's side to echo, and one to a service
+    that does not exist (the proxy answers it with a gRPC status)."""
+    try:
+        import grpc
+    except ImportError:
+        return ["python3-grpcio is not installed (./dev demo installs it)"]
+    wrong = []
+    target = "127.0.0.1:%d" % mesh.proxies["productpage"]["out"]
+    names = Counter()
+    for host, count in (("echo.default.svc.cluster.local:%d" % GRPC_PORT, n),
+                        ("nosuch.default.svc.cluster.local:%d" % GRPC_PORT, 1)):
+        with grpc.insecure_channel(target, options=[("grpc.default_authority", host)]) as ch:
+            call = ch.unary_unary("/weft.test.Echo/Who")
+            for _ in range(count):
+                try:
+                    names[call(b"", timeout=DEADLINE).decode()] += 1
+                except grpc.RpcError as e:
+                    names["%s (%s)" % (e.code().name, e.details())] += 1
+    for k, v in sorted(names.items()):
+        print("     %3d  %s" % (v, k))
+    if names.get("echo-v1") != n:
+        wrong.append("gRPC calls to echo answered %s" % dict(names))
+    if not any(k.startswith("UNIMPLEMENTED") for k in names):
+        wrong.append("the call to a missing gRPC service was not UNIMPLEMENTED: %s" % dict(names))
     return wrong
 
 

@@ -441,6 +441,10 @@ static ist_proxy *proxy_from_node(const json_t *node)
     p->pi.service_account = p->sa;
     p->pi.labels = n ? p->labels : NULL;
     p->pi.app_port = md_int(node, "WEFT_APP_PORT");
+    p->pi.app_protocol = md_str(node, "WEFT_APP_PROTOCOL");
+    if (p->pi.app_protocol && strcmp(p->pi.app_protocol, "http2") != 0 &&
+        strcmp(p->pi.app_protocol, "grpc") != 0)
+        p->pi.app_protocol = NULL; /* HTTP/1.1, the default */
     if (p->pi.app_port < 0 || p->pi.app_port > 65535)
         p->pi.app_port = 0;
 
@@ -450,8 +454,8 @@ static ist_proxy *proxy_from_node(const json_t *node)
         len += strlen(p->labels[i]) + 2;
     if (!(key = p->key = malloc(len)))
         goto oom;
-    key += sprintf(key, "%s|%s|%s|%s:%d|%s:%d|%d|", p->pi.role, p->ns, p->sa, p->out_host, op,
-                   p->in_host, ip, p->pi.app_port);
+    key += sprintf(key, "%s|%s|%s|%s:%d|%s:%d|%d|%s|", p->pi.role, p->ns, p->sa, p->out_host, op,
+                   p->in_host, ip, p->pi.app_port, p->pi.app_protocol ? p->pi.app_protocol : "");
     for (size_t i = 0; i < n; i++)
         key += sprintf(key, "%s=%s,", p->labels[2 * i], p->labels[2 * i + 1]);
     return p;

@@ -27,6 +27,7 @@ static void workload_free(wf_reg_workload *w)
     free(w->id);
     free(w->namespace_);
     free(w->service_account);
+    free(w->protocol);
     json_decref(w->labels);
     free(w->address);
     for (size_t i = 0; i < w->n_svcs; i++)
@@ -117,6 +118,15 @@ static int add_svc(wf_reg_workload *w, const char *name, uint32_t port, char *er
     return 0;
 }
 
+/* The registered service port's protocol, from what the proxy says its app
+ * speaks (--app-protocol): HTTP unless http2 or grpc. */
+static const char *app_protocol(const json_t *node)
+{
+    const char *p = json_string_value(md_get(node, "WEFT_APP_PROTOCOL"));
+
+    return !p ? "HTTP" : strcmp(p, "grpc") == 0 ? "GRPC" : strcmp(p, "http2") == 0 ? "HTTP2" : "HTTP";
+}
+
 /* A workload from node; NULL with *err empty when the node registers
  * nothing, NULL with a reason otherwise. */
 static wf_reg_workload *parse_node(const json_t *node, char *err, size_t errlen)
@@ -138,6 +148,7 @@ static wf_reg_workload *parse_node(const json_t *node, char *err, size_t errlen)
         !(w->id = strdup(json_string_value(json_object_get(node, "id")))) ||
         !(w->namespace_ = strdup(node_namespace(node, nsbuf, sizeof(nsbuf)))) ||
         (sa && *sa && !(w->service_account = strdup(sa))) ||
+        !(w->protocol = strdup(app_protocol(node))) ||
         !(w->labels = json_is_object(labels) ? json_deep_copy(labels) : json_object()))
         goto oom;
     if (!inb || wf_addr_split(inb, host, sizeof(host), &port) < 0 || port < 1 || port > 65535) {
@@ -486,8 +497,12 @@ static void make_se(view_ctx *x, wf_service_entry *se, reg_ep *eps, size_t n)
         memmove(&se->ports[j + 1], &se->ports[j], (np - j) * sizeof(*se->ports));
         memset(&se->ports[j], 0, sizeof(*se->ports));
         se->ports[j].number = eps[i].port;
-        se->ports[j].protocol = v_strdup(x, "HTTP");
-        se->ports[j].name = v_printf(x, "http-%u", eps[i].port);
+        /* Named as Istio users name ports: the prefix is the protocol. */
+        se->ports[j].protocol = v_strdup(x, eps[i].w->protocol);
+        se->ports[j].name = v_printf(x, strcmp(eps[i].w->protocol, "GRPC") == 0    ? "grpc-%u"
+                                        : strcmp(eps[i].w->protocol, "HTTP2") == 0 ? "http2-%u"
+                                                                                   : "http-%u",
+                                     eps[i].port);
         se->ports[j].pos.file = REG_FILE;
         np++;
     }

@@ -31,6 +31,7 @@ typedef struct wf_reg_workload {
     char *id; /* node id: the identity a reconnect is recognised by */
     char *namespace_;
     char *service_account; /* NULL when not given */
+    char *protocol;        /* the app's protocol (WEFT_APP_PROTOCOL): "HTTP", "HTTP2", "GRPC" */
     json_t *labels;        /* object (owned reference) */
     char *address;         /* endpoint address: host of WEFT_INBOUND_ADDR */
     uint32_t port;         /* endpoint port: port of WEFT_INBOUND_ADDR */

@@ -45,7 +45,7 @@ wf_hdrs *wf_stream_hdrs(wf_stream *s, wf_part part)
 
 /* ---- streams ---- */
 
-static wf_stream *stream_new(wf_dconn *dc)
+wf_stream *wf__stream_new(wf_dconn *dc)
 {
     wf_arena a;
     wf_stream *s;
@@ -78,7 +78,7 @@ static void timer_closed(uv_handle_t *h)
     free(h->data);
 }
 
-static void stream_free(wf_stream *s)
+void wf__stream_free(wf_stream *s)
 {
     wf_arena a;
     wf_worker *w = s->w;
@@ -126,13 +126,19 @@ static void stream_maybe_finish(wf_stream *s)
     count_status(s->w, s);
     wf_chain_complete(s);
     wf_upstream_detach(s);
+    if (s->h2d) {
+        /* The HTTP/2 stream keeps what it still has to send. */
+        wf__h2d_unlink(s);
+        wf__stream_free(s);
+        return;
+    }
     dc->s = NULL;
     if (s->want_close || atomic_load(&s->w->drain)) {
-        stream_free(s);
+        wf__stream_free(s);
         dc_close(dc);
         return;
     }
-    stream_free(s);
+    wf__stream_free(s);
     if (dc->paused) {
         /* Parse what the client pipelined behind this request. */
         char *held = dc->held;
@@ -162,9 +168,73 @@ static void dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
         dc_close(dc);
 }
 
+void wf__dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
+{
+    dc_write(dc, b, n);
+}
+
+void wf__dc_close(wf_dconn *dc)
+{
+    dc_close(dc);
+}
+
 size_t wf_stream_downstream_queued(wf_stream *s)
 {
-    return s->dc->wq.queued;
+    return s->h2d ? wf_h2d_queued(s) : s->dc->wq.queued;
+}
+
+void wf_stream_abort(wf_stream *s)
+{
+    if (s->h2d)
+        wf_h2d_abort(s);
+    else
+        dc_close(s->dc);
+}
+
+void wf_stream_request_flow(wf_stream *s, int on)
+{
+    wf_dconn *dc = s->dc;
+
+    if (s->h2d) {
+        wf_h2d_request_flow(s, on);
+    } else if (!on && dc->reading) {
+        dc->reading = 0;
+        uv_read_stop((uv_stream_t *)&dc->tcp);
+    } else if (on && !dc->reading && !dc->paused && !dc->closing) {
+        start_reading(dc);
+    }
+}
+
+void wf_stream_request_body(wf_stream *s, const char *data, size_t len)
+{
+    wf_chunk *c;
+
+    s->req_bytes += len;
+    if (s->local_reply || s->resp_done)
+        return; /* answered already: drain and drop */
+    if (wf_upstream_ready(s)) {
+        wf_upstream_body(s, data, len, 0);
+        return;
+    }
+    if (!(c = malloc(sizeof(*c) + len))) {
+        wf_stream_local_reply(s, 503, "out of memory\n", 14, "DPE");
+        return;
+    }
+    c->next = NULL;
+    c->len = len;
+    memcpy(c->data, data, len);
+    *s->pending_tail = c;
+    s->pending_tail = &c->next;
+    s->pending_len += len;
+    if (s->pending_len > WF_WRITE_HIGH_WATER)
+        wf_stream_request_flow(s, 0);
+}
+
+void wf_stream_request_end(wf_stream *s)
+{
+    s->req_done = 1;
+    if (!s->local_reply && wf_upstream_ready(s))
+        wf_upstream_body(s, NULL, 0, 1);
 }
 
 /* Called by the chain after the response hooks: serialises the head. */
@@ -177,6 +247,11 @@ void wf_stream_write_head(wf_stream *s)
     wf_str cl;
     int has_cl = wf_hdrs_get(h, "content-length", 14, &cl);
 
+    if (s->h2d) {
+        s->resp_started = 1;
+        wf_h2d_write_head(s);
+        return;
+    }
     for (uint32_t i = 0; i < h->n; i++)
         cap += h->v[i].name.len + h->v[i].value.len + 4;
     p = wf_arena_alloc(&s->arena, cap);
@@ -228,6 +303,12 @@ void wf_stream_response_body(wf_stream *s, const char *data, size_t len)
     if (!len || s->head)
         return;
     s->resp_bytes += len;
+    if (s->h2d) {
+        wf_h2d_body(s, data, len);
+        if (wf_h2d_queued(s) > WF_WRITE_HIGH_WATER)
+            wf_upstream_read_control(s, 0);
+        return;
+    }
     if (s->resp_chunked_out) {
         char hdr[24];
         uv_buf_t b[3];
@@ -246,6 +327,12 @@ void wf_stream_response_body(wf_stream *s, const char *data, size_t len)
 
 void wf_stream_response_end(wf_stream *s)
 {
+    if (s->h2d) {
+        s->resp_done = 1;
+        wf_h2d_end(s);
+        stream_maybe_finish(s);
+        return;
+    }
     if (s->resp_chunked_out && !s->head) {
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
         dc_write(s->dc, &b, 1);
@@ -261,6 +348,75 @@ void wf_stream_response_head(wf_stream *s)
     wf_chain_response_headers(s, 0);
 }
 
+/* Envoy's mapping of an HTTP status the proxy answers with to the gRPC
+ * status a gRPC client gets instead. */
+static int grpc_status_of(int http)
+{
+    switch (http) {
+    case 400:
+        return 13; /* INTERNAL */
+    case 401:
+        return 16; /* UNAUTHENTICATED */
+    case 403:
+        return 7; /* PERMISSION_DENIED */
+    case 404:
+        return 12; /* UNIMPLEMENTED */
+    case 429:
+    case 502:
+    case 503:
+    case 504:
+        return 14; /* UNAVAILABLE */
+    default:
+        return 2; /* UNKNOWN */
+    }
+}
+
+/* A gRPC client gets the proxy's own answers as a trailers-only response:
+ * HTTP 200, grpc-status and a percent-encoded grpc-message, no body. */
+static void grpc_local_reply(wf_stream *s, int status, const char *body, size_t len,
+                             const char *flags)
+{
+    char code[8], *msg;
+    size_t n = 0;
+
+    s->local_reply = 1;
+    s->flags = flags ? wf_arena_strndup(&s->arena, flags, strlen(flags)) : "-";
+    s->status = 200;
+    while (len && (body[len - 1] == '\n' || body[len - 1] == '\r'))
+        len--;
+    if (!(msg = wf_arena_alloc(&s->arena, 3 * len + 1))) {
+        wf_stream_abort(s);
+        return;
+    }
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)body[i];
+        if (c >= 0x20 && c < 0x7f && c != '%') {
+            msg[n++] = (char)c;
+        } else {
+            snprintf(msg + n, 4, "%%%02X", c);
+            n += 3;
+        }
+    }
+    msg[n] = 0;
+    /* The proxy's own deadline is the caller's: DEADLINE_EXCEEDED. */
+    snprintf(code, sizeof(code), "%d",
+             status == 504 && flags && strcmp(flags, "UT") == 0 ? 4 : grpc_status_of(status));
+    s->resp.v = NULL;
+    s->resp.n = s->resp.cap = 0;
+    if (wf_hdrs_add(&s->arena, &s->resp, ":status", 7, "200", 3) < 0 ||
+        wf_hdrs_add(&s->arena, &s->resp, "content-type", 12, "application/grpc", 16) < 0 ||
+        wf_hdrs_add(&s->arena, &s->resp, "grpc-status", 11, code, strlen(code)) < 0 ||
+        wf_hdrs_add(&s->arena, &s->resp, "grpc-message", 12, msg, n) < 0 ||
+        wf_hdrs_add(&s->arena, &s->resp, "content-length", 14, "0", 1) < 0) {
+        wf_stream_abort(s);
+        return;
+    }
+    wf_chain_response_headers(s, 1);
+    if (s->h2d ? !s->resp_started : s->dc->closing)
+        return;
+    wf_stream_response_end(s);
+}
+
 void wf_stream_local_reply(wf_stream *s, int status, const char *body, size_t len, const char *flags)
 {
     char cl[24];
@@ -270,10 +426,14 @@ void wf_stream_local_reply(wf_stream *s, int status, const char *body, size_t le
 
     if (s->resp_started) {
         /* Too late for a reply: the client already has a head. */
-        dc_close(s->dc);
+        wf_stream_abort(s);
         return;
     }
     wf_upstream_detach(s);
+    if (s->grpc) {
+        grpc_local_reply(s, status, body, len, flags);
+        return;
+    }
     s->local_reply = 1;
     s->flags = flags ? wf_arena_strndup(&s->arena, flags, strlen(flags)) : "-";
     s->status = status;
@@ -363,10 +523,7 @@ void wf_stream_upstream_failed(wf_stream *s, wf_attempt_result why, const char *
 
 void wf_stream_upstream_writable(wf_stream *s)
 {
-    wf_dconn *dc = s->dc;
-
-    if (!dc->reading && !dc->paused && !dc->closing)
-        start_reading(dc);
+    wf_stream_request_flow(s, 1);
 }
 
 /* ---- llhttp callbacks ---- */
@@ -377,7 +534,7 @@ static int on_message_begin(llhttp_t *p)
 {
     wf_dconn *dc = DC(p);
 
-    dc->s = stream_new(dc);
+    dc->s = wf__stream_new(dc);
     dc->hdr_bytes = 0;
     dc->in_value = 0;
     if (!dc->s || !dc->s->l)
@@ -471,17 +628,7 @@ static int parse_target(wf_stream *s)
     }
     if (s->authority.len == 0)
         return -1;
-    /* Authorities compare case-insensitively; keep one lower-case copy. */
-    {
-        char *a = wf_arena_strndup(&s->arena, s->authority.p, s->authority.len);
-        if (!a)
-            return -1;
-        for (size_t i = 0; i < s->authority.len; i++)
-            if (a[i] >= 'A' && a[i] <= 'Z')
-                a[i] = (char)(a[i] + 32);
-        s->authority.p = a;
-    }
-    return 0;
+    return wf__stream_lower_authority(s);
 }
 
 static int on_headers_complete(llhttp_t *p)
@@ -535,38 +682,91 @@ static int on_headers_complete(llhttp_t *p)
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
         dc_write(dc, &b, 1);
     }
+    wf__stream_route(s);
+    return 0;
+}
+
+/* gRPC's deadline (grpc-timeout: digits and a unit H M S m u n), in ms;
+ * -1 without a valid one. */
+static int64_t grpc_timeout_ms(const wf_str *v)
+{
+    int64_t n = 0;
+    size_t i = 0;
+
+    if (v->len < 2 || v->len > 9)
+        return -1;
+    for (; i + 1 < v->len; i++) {
+        if (v->p[i] < '0' || v->p[i] > '9')
+            return -1;
+        n = n * 10 + (v->p[i] - '0');
+    }
+    switch (v->p[i]) {
+    case 'H':
+        return n * 3600000;
+    case 'M':
+        return n * 60000;
+    case 'S':
+        return n * 1000;
+    case 'm':
+        return n;
+    case 'u':
+        return (n + 999) / 1000;
+    case 'n':
+        return (n + 999999) / 1000000;
+    default:
+        return -1;
+    }
+}
+
+static void grpc_deadline(wf_stream *s, void *arg)
+{
+    if (s->resp_done)
+        return;
+    if (s->resp_started) {
+        wf_stream_abort(s);
+        return;
+    }
+    wf_stream_local_reply(s, 504, "gRPC deadline (grpc-timeout) exceeded in the proxy\n", 51, "UT");
+}
+
+/* The request head is complete (either codec): into the filter chain. */
+void wf__stream_route(wf_stream *s)
+{
+    wf_str ct, to;
+    int64_t ms;
+
+    s->grpc = wf_hdrs_get(&s->req, "content-type", 12, &ct) && ct.len >= 16 &&
+              strncasecmp(ct.p, "application/grpc", 16) == 0;
+    /* Like Envoy with grpc_timeout_header_max: the caller's deadline bounds
+     * the whole exchange, and ends it with DEADLINE_EXCEEDED. */
+    if (s->grpc && wf_hdrs_get(&s->req, "grpc-timeout", 12, &to) &&
+        (ms = grpc_timeout_ms(&to)) >= 0)
+        wf_host_table.timer_start(s, (uint64_t)ms, grpc_deadline, NULL);
     wf_chain_stream_create(s);
     wf_chain_request_headers(s);
+}
+
+/* Lower-cases s->authority into an arena copy (authorities compare
+ * case-insensitively).  Returns 0 or -1. */
+int wf__stream_lower_authority(wf_stream *s)
+{
+    char *a = wf_arena_strndup(&s->arena, s->authority.p, s->authority.len);
+
+    if (!a)
+        return -1;
+    for (size_t i = 0; i < s->authority.len; i++)
+        if (a[i] >= 'A' && a[i] <= 'Z')
+            a[i] = (char)(a[i] + 32);
+    s->authority.p = a;
     return 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
 {
-    wf_stream *s = DC(p)->s;
+    wf_dconn *dc = DC(p);
 
-    s->req_bytes += len;
-    if (s->local_reply || s->resp_done)
-        return 0; /* answered already: drain and drop */
-    if (s->uc && s->uc->head_sent) {
-        wf_upstream_body(s, at, len, 0);
-        return 0;
-    }
-    {
-        wf_chunk *c = malloc(sizeof(*c) + len);
-        if (!c)
-            return HPE_USER;
-        c->next = NULL;
-        c->len = len;
-        memcpy(c->data, at, len);
-        *s->pending_tail = c;
-        s->pending_tail = &c->next;
-        s->pending_len += len;
-    }
-    if (s->pending_len > WF_WRITE_HIGH_WATER && DC(p)->reading) {
-        DC(p)->reading = 0;
-        uv_read_stop((uv_stream_t *)&DC(p)->tcp);
-    }
-    return 0;
+    wf_stream_request_body(dc->s, at, len);
+    return dc->closing ? HPE_USER : 0;
 }
 
 static int on_message_complete(llhttp_t *p)
@@ -574,9 +774,7 @@ static int on_message_complete(llhttp_t *p)
     wf_dconn *dc = DC(p);
     wf_stream *s = dc->s;
 
-    s->req_done = 1;
-    if (!s->local_reply && s->uc && s->uc->head_sent)
-        wf_upstream_body(s, NULL, 0, 1);
+    wf_stream_request_end(s);
     if (s->resp_done) {
         stream_maybe_finish(s);
         if (!dc->s && !dc->closing)
@@ -594,6 +792,7 @@ static void dc_closed(uv_handle_t *h)
     wf_worker *w = dc->w;
 
     free(dc->held);
+    wf_h2d_free(dc);
     free(dc->xfcc);
     wf_tls_conn_free(dc->tls);
     if (dc->prev)
@@ -624,6 +823,8 @@ static void dc_close(wf_dconn *dc)
     if (dc->closing)
         return;
     dc->closing = 1;
+    if (dc->h2)
+        wf_h2d_close_streams(dc);
     if (dc->s) {
         wf_stream *s = dc->s;
         dc->s = NULL;
@@ -632,7 +833,7 @@ static void dc_close(wf_dconn *dc)
         count_status(dc->w, s);
         wf_chain_complete(s);
         wf_upstream_detach(s);
-        stream_free(s);
+        wf__stream_free(s);
     }
     uv_read_stop((uv_stream_t *)&dc->tcp);
     /* Let queued bytes (a final reply) reach the client before closing. */
@@ -654,7 +855,7 @@ static void dc_parse_error(wf_dconn *dc, enum llhttp_errno e)
     int n;
 
     if (!s) {
-        if (!(s = dc->s = stream_new(dc)) || !s->l) {
+        if (!(s = dc->s = wf__stream_new(dc)) || !s->l) {
             dc_close(dc);
             return;
         }
@@ -679,9 +880,60 @@ static void dc_parse_error(wf_dconn *dc, enum llhttp_errno e)
         dc_close(dc);
 }
 
+#define H2_PREFACE "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+#define H2_PREFACE_LEN 24
+
+/* A connection's first bytes: the HTTP/2 connection preface (h2c with
+ * prior knowledge, or h2 over TLS) starts an HTTP/2 session; anything else
+ * is HTTP/1.1.  Returns 1 when the bytes were taken (HTTP/2, or held until
+ * enough arrived to tell). */
+static int dc_sniff_h2(wf_dconn *dc, const char **data, size_t *len)
+{
+    size_t have = dc->pre_len + *len, cmp = have < H2_PREFACE_LEN ? have : H2_PREFACE_LEN;
+    char buf[H2_PREFACE_LEN];
+    size_t take = cmp - dc->pre_len;
+
+    memcpy(buf, dc->pre, dc->pre_len);
+    memcpy(buf + dc->pre_len, *data, cmp > dc->pre_len ? take : 0);
+    if (memcmp(buf, H2_PREFACE, cmp) != 0) {
+        /* HTTP/1.1: replay what was held, then go on with the rest. */
+        dc->proto_known = 1;
+        if (dc->pre_len) {
+            char held[H2_PREFACE_LEN];
+            size_t n = dc->pre_len;
+            memcpy(held, dc->pre, n);
+            dc->pre_len = 0;
+            dc_feed(dc, held, n);
+        }
+        return 0;
+    }
+    if (cmp < H2_PREFACE_LEN) {
+        memcpy(dc->pre + dc->pre_len, *data, *len);
+        dc->pre_len += *len;
+        return 1;
+    }
+    dc->proto_known = 1;
+    if (wf_h2d_start(dc, H2_PREFACE, H2_PREFACE_LEN) < 0) {
+        dc_close(dc);
+        return 1;
+    }
+    dc->pre_len = 0;
+    if (*len > take)
+        wf_h2d_feed(dc, *data + take, *len - take);
+    return 1;
+}
+
 static void dc_feed(wf_dconn *dc, const char *data, size_t len)
 {
-    enum llhttp_errno e = llhttp_execute(&dc->parser, data, len);
+    enum llhttp_errno e;
+
+    if (dc->h2) {
+        wf_h2d_feed(dc, data, len);
+        return;
+    }
+    if (!dc->proto_known && dc_sniff_h2(dc, &data, &len))
+        return;
+    e = llhttp_execute(&dc->parser, data, len);
 
     if (e == HPE_OK || dc->closing)
         return;
@@ -876,7 +1128,9 @@ static void dc_drained(void *owner)
 {
     wf_dconn *dc = owner;
 
-    if (dc->s && !dc->closing)
+    if (dc->h2 && !dc->closing)
+        wf_h2d_feed(dc, NULL, 0); /* sends what waited for the socket */
+    else if (dc->s && !dc->closing)
         wf_upstream_read_control(dc->s, 1);
 }
 
@@ -953,7 +1207,9 @@ void wf_downstream_close_all(wf_worker *w, int only_idle)
 {
     for (wf_dconn *dc = w->dconns, *next; dc; dc = next) {
         next = dc->next;
-        if (!only_idle || !dc->s)
+        if (dc->h2 && only_idle)
+            wf_h2d_goaway(dc); /* closes once its streams are done */
+        else if (!only_idle || !dc->s)
             dc_close(dc);
     }
 }

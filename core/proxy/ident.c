@@ -2,7 +2,8 @@
  * ident.c: the workload's identity on the data path.  The main thread turns
  * each certificate the keeper obtains into a server context (the inbound
  * listener: mTLS required) and a client context (ISTIO_MUTUAL clusters) and
- * publishes them by pointer; workers take a reference when a connection
+ * publishes them by pointer (the client context, ALPN h2, also carries xDS
+ * to istiod); workers take a reference when a connection
  * starts, so rotation never touches a connection already open.
  *
  * A worker reads the pointer and then takes its reference, so a context
@@ -24,7 +25,6 @@
 
 static wf_tls_ctx *_Atomic cur_server;
 static wf_tls_ctx *_Atomic cur_client;
-static wf_tls_ctx *_Atomic cur_control; /* the same certificate, ALPN h2: gRPC to istiod */
 static struct {
     wf_tls_ctx *ctx;
     uint64_t at_ms;
@@ -66,7 +66,9 @@ static void retire(wf_tls_ctx *c)
 int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, char *err,
                  size_t errlen)
 {
-    static const char *const alpn[] = {"http/1.1", NULL};
+    /* Peers talk HTTP/2 to each other (upstream_h2.c); an HTTP/1.1 peer
+     * (openssl s_client, an older weft) is still served. */
+    static const char *const alpn[] = {"h2", "http/1.1", NULL};
     static const char *const h2[] = {"h2", NULL};
     wf_tls_ctx_opts so = {.server = 1,
                           .cert_chain_pem = chain_pem,
@@ -79,15 +81,12 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
                           .cert_chain_pem = chain_pem,
                           .key_pem = key_pem,
                           .roots_pem = roots,
-                          .alpn = alpn,
+                          .alpn = h2,
                           .mesh = 1};
-    wf_tls_ctx_opts go = co;
-    wf_tls_ctx *s = NULL, *c = NULL, *g = NULL;
+    wf_tls_ctx *s = NULL, *c = NULL;
     char *e = NULL;
 
-    go.alpn = h2;
-    if (wf_tls_ctx_new(&so, &s, &e) < 0 || wf_tls_ctx_new(&co, &c, &e) < 0 ||
-        wf_tls_ctx_new(&go, &g, &e) < 0) {
+    if (wf_tls_ctx_new(&so, &s, &e) < 0 || wf_tls_ctx_new(&co, &c, &e) < 0) {
         snprintf(err, errlen, "workload certificate refused: %s", e ? e : "unknown error");
         free(e);
         wf_tls_ctx_unref(s);
@@ -97,7 +96,6 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
     have_info = wf_tls_ctx_info(c, &info) == 0;
     retire(atomic_exchange(&cur_server, s));
     retire(atomic_exchange(&cur_client, c));
-    retire(atomic_exchange(&cur_control, g));
     return 0;
 }
 
@@ -113,15 +111,6 @@ wf_tls_ctx *wf_ident_server(void)
 wf_tls_ctx *wf_ident_client(void)
 {
     wf_tls_ctx *c = atomic_load(&cur_client);
-
-    if (c)
-        wf_tls_ctx_ref(c);
-    return c;
-}
-
-wf_tls_ctx *wf_ident_control(void)
-{
-    wf_tls_ctx *c = atomic_load(&cur_control);
 
     if (c)
         wf_tls_ctx_ref(c);
@@ -156,7 +145,6 @@ void wf_ident_shutdown(void)
 {
     wf_tls_ctx_unref(atomic_exchange(&cur_server, NULL));
     wf_tls_ctx_unref(atomic_exchange(&cur_client, NULL));
-    wf_tls_ctx_unref(atomic_exchange(&cur_control, NULL));
     for (size_t i = 0; i < n_retired; i++)
         wf_tls_ctx_unref(retired[i].ctx);
     n_retired = 0;

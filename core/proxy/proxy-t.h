@@ -51,6 +51,8 @@ typedef struct wf_endpoint {
     char hostport[64]; /* "ip:port" */
     char poolkey[96];  /* hostport, plus the transport when TLS: connections are pooled by it */
     const wf_up_tls *tls; /* NULL: plaintext */
+    int h2;            /* speak HTTP/2 to it: the cluster says so (http2_protocol_options),
+                        * or it is a peer proxy reached over mTLS */
     uint32_t port;
     uint32_t weight;
     uint32_t gindex; /* index among all endpoints of the snapshot */
@@ -69,6 +71,7 @@ typedef struct wf_cluster {
     wf_host_info *infos;       /* one per endpoint, for modules */
     wf_up_tls *tls_match;      /* for endpoints with tlsMode istio (auto mTLS), or NULL */
     wf_up_tls *tls_default;    /* for the other endpoints; NULL: plaintext */
+    int h2;                    /* http2_protocol_options: the endpoints speak HTTP/2 (h2c or h2) */
 } wf_cluster;
 
 typedef struct wf_module_ref wf_module_ref; /* a loaded .so (module.c) */
@@ -132,6 +135,7 @@ typedef struct wf_pool {
     struct sockaddr_in addr;
     char hostport[96];       /* the endpoint's poolkey */
     wf_tls_session *session; /* TLS resumption toward this endpoint */
+    struct wf_h2uconn *h2;   /* the shared HTTP/2 connection (upstream_h2.c), or NULL */
     wf_uconn *idle;  /* singly linked through uc->next_idle */
     uint32_t n_idle;
     uint32_t active; /* requests in flight on this worker */
@@ -160,6 +164,9 @@ typedef struct wf_worker {
     uint32_t n_streams;
     wf_dconn *dconns;           /* all open downstream connections */
     char *rbuf;                 /* shared read buffer */
+    uv_check_t h2_check;        /* flushes HTTP/2 sessions after each loop's I/O */
+    int h2_check_init;
+    struct wf_h2conn *h2_dirty; /* sessions with frames to send */
     int rbuf_busy;
     int stopped;
 } wf_worker;
@@ -229,6 +236,15 @@ struct wf_stream {
     wf_cluster *cluster;
     void **route_cfgs;
 
+    /* HTTP/2 and gRPC */
+    struct wf_h2s *h2d;  /* downstream HTTP/2 stream (downstream_h2.c), or NULL: HTTP/1.1 */
+    struct wf_h2us *h2u; /* upstream HTTP/2 stream (upstream_h2.c), or NULL */
+    wf_hdrs trailers;    /* response trailers (grpc-status ...) */
+    int grpc;            /* content-type application/grpc: local replies are gRPC statuses */
+    int resp_headers_only; /* the upstream ended the response with its head (gRPC's
+                            * trailers-only form): an HTTP/2 client gets one HEADERS
+                            * frame with END_STREAM too */
+
     /* upstream */
     wf_uconn *uc;
     wf_endpoint *ep;
@@ -284,6 +300,10 @@ struct wf_dconn {
     int sniffing;       /* PERMISSIVE: the first bytes decide */
     char sniff[WF_SNIFF_BYTES];
     size_t sniff_len;
+    struct wf_h2conn *h2; /* HTTP/2 session (downstream_h2.c), or NULL: HTTP/1.1 */
+    int proto_known;      /* the first bytes told HTTP/1.1 from the HTTP/2 preface */
+    char pre[24];         /* the preface's first bytes while too few arrived to tell */
+    size_t pre_len;
 };
 
 struct wf_uconn {
@@ -317,6 +337,7 @@ typedef struct wf_proxy_opts {
     const char *outbound;
     const char *inbound;
     long app_port;
+    const char *app_protocol; /* http (NULL), http2, grpc */
     const char *admin;
     long concurrency;
     const char *module_dir;

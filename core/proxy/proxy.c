@@ -166,6 +166,8 @@ void wf_worker_maybe_stop(wf_worker *w)
     wf_pools_close(w);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
+    if (w->h2_check_init)
+        uv_close((uv_handle_t *)&w->h2_check, NULL);
 }
 
 static void report_handle(uv_handle_t *h, void *arg)
@@ -230,6 +232,7 @@ static void worker_main(void *arg)
     for (size_t i = 0; i < w->pools.cap; i++)
         if (w->pools.e && w->pools.e[i].key) {
             wf_pool *p = w->pools.e[i].value;
+            wf_h2u_pool_free(p);
             wf_tls_session_free(p->session);
             free(p);
         }
@@ -659,7 +662,7 @@ static void on_cert(const char *chain_pem, const char *key_pem, time_t not_after
     WF_INFO("identity: certificate for %s, valid until %ld", wf_ident_id() ?: "?",
             (long)not_after);
     if (xds_node && !xds && !draining) {
-        xds = wf_xds_client_start_tls(main_loop, xds_server_addr, xds_node, wf_ident_control,
+        xds = wf_xds_client_start_tls(main_loop, xds_server_addr, xds_node, wf_ident_client,
                                       opts->ca_name ? opts->ca_name : WF_KEEPER_DEFAULT_CA_NAME,
                                       xds_apply, NULL, err, sizeof(err));
         json_decref(xds_node);
@@ -761,7 +764,8 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
                              .outbound_port = out_port,
                              .inbound_addr = in_host,
                              .inbound_port = in_port,
-                             .app_port = (int)o->app_port};
+                             .app_port = (int)o->app_port,
+                             .app_protocol = o->app_protocol};
         bundle = wf_translate(cfg, &pi, err, sizeof(err));
         if (!bundle) {
             fprintf(stderr, "weft: proxy: cannot translate the configuration: %s\n", err);
@@ -793,6 +797,7 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
                                .outbound = o->outbound,
                                .inbound = o->inbound,
                                .app_port = (int)o->app_port,
+                               .app_protocol = o->app_protocol,
                                .services = x->services,
                                .n_services = x->n_services,
                                .pid = (long)getpid()};

@@ -8,6 +8,9 @@
  *   chain.c       running a stream through its filter chain
  *   downstream.c  HTTP/1.1 connections from clients: parse, route, reply
  *   upstream.c    pools and HTTP/1.1 connections to endpoints
+ *   downstream_h2.c  HTTP/2 connections from clients (nghttp2 server sessions)
+ *   upstream_h2.c    HTTP/2 connections to endpoints (nghttp2 client sessions),
+ *                 multiplexed: one per pool, shared by its streams
  *   lb.c          load balancers
  *   ident.c       the workload certificate as TLS contexts (mTLS)
  *   stats.c       counters: per-worker shards merged when read
@@ -34,7 +37,6 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
  * first certificate. */
 wf_tls_ctx *wf_ident_server(void);
 wf_tls_ctx *wf_ident_client(void);
-wf_tls_ctx *wf_ident_control(void); /* ALPN h2, for gRPC to istiod */
 int wf_ident_ready(void);
 /* The SPIFFE ID of the current certificate, or NULL (main thread). */
 const char *wf_ident_id(void);
@@ -146,8 +148,23 @@ void wf_stream_upstream_failed(wf_stream *s, wf_attempt_result why, const char *
 void wf_stream_forward(wf_stream *s);
 /* The upstream write queue drained: resume reading the client. */
 void wf_stream_upstream_writable(wf_stream *s);
-/* Downstream write queue size, for upstream backpressure. */
+/* The upstream's write queue for s is above WF_WRITE_HIGH_WATER (on = 0):
+ * stop taking request body from the client for s; on = 1: resume.  An
+ * HTTP/1.1 client's connection stops being read; an HTTP/2 stream stops
+ * getting window updates (the connection's other streams go on). */
+void wf_stream_request_flow(wf_stream *s, int on);
+/* Downstream write queue size for s, for upstream backpressure (HTTP/2:
+ * the stream's own buffered response bytes). */
 size_t wf_stream_downstream_queued(wf_stream *s);
+/* Request body and end from the downstream codec (HTTP/1.1 parser or
+ * HTTP/2 session): forwarded when the upstream is ready, else queued. */
+void wf_stream_request_body(wf_stream *s, const char *data, size_t len);
+void wf_stream_request_end(wf_stream *s);
+/* Response trailers arrived (in s->trailers); the end follows with
+ * wf_stream_response_end.  HTTP/1.1 clients do not get them. */
+/* The exchange broke after the response head went out: the client sees
+ * the stream reset (HTTP/2 RST_STREAM) or its connection closed (HTTP/1.1). */
+void wf_stream_abort(wf_stream *s);
 void wf_downstream_close_all(wf_worker *w, int only_idle);
 wf_hdrs *wf_stream_hdrs(wf_stream *s, wf_part part);
 
@@ -161,10 +178,57 @@ void wf_upstream_body(wf_stream *s, const char *data, size_t len, int end);
  * mid-exchange. */
 void wf_upstream_detach(wf_stream *s);
 void wf_upstream_read_control(wf_stream *s, int on);
+/* 1 when the upstream took the request head, so body may follow now
+ * (wf_upstream_body); 0 while connecting (the body is queued meanwhile
+ * in s->pending and sent by the upstream once ready). */
+int wf_upstream_ready(const wf_stream *s);
 wf_pool *wf_pool_get(wf_worker *w, const struct sockaddr_in *addr, const char *hostport);
 void wf_pools_close(wf_worker *w);
 /* Closes the idle connections of pools not marked with generation gen. */
 void wf_pools_retire(wf_worker *w, uint32_t gen);
+
+/* Internal to downstream*.c: a stream on dc (NULL when out of memory),
+ * freeing one, routing one whose request head is complete, and the
+ * lower-case authority copy. */
+wf_stream *wf__stream_new(wf_dconn *dc);
+void wf__stream_free(wf_stream *s);
+void wf__stream_route(wf_stream *s);
+int wf__stream_lower_authority(wf_stream *s);
+/* downstream_h2.c: the finished wf_stream s leaves its HTTP/2 stream. */
+void wf__h2d_unlink(wf_stream *s);
+/* downstream.c: bytes to the client's connection (TLS or plain). */
+void wf__dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n);
+/* Closes a downstream connection (its streams end first). */
+void wf__dc_close(wf_dconn *dc);
+
+/* ---- upstream_h2.c (entered from upstream.c when ep->h2) ---- */
+void wf_h2u_start(wf_stream *s, wf_endpoint *ep, wf_pool *pool);
+void wf_h2u_body(wf_stream *s, const char *data, size_t len, int end);
+void wf_h2u_detach(wf_stream *s);
+void wf_h2u_read_control(wf_stream *s, int on);
+int wf_h2u_ready(const wf_stream *s);
+/* Closes the pool's HTTP/2 connection when it has no stream (retire, drain). */
+void wf_h2u_pool_idle_close(wf_pool *p);
+void wf_h2u_pool_free(wf_pool *p);
+
+/* ---- downstream_h2.c ---- */
+/* HTTP/2 on an accepted connection (after the preface or ALPN h2):
+ * the bytes already read are fed in. */
+int wf_h2d_start(wf_dconn *dc, const char *data, size_t len);
+/* Ciphertext-free bytes from the connection (plain or decrypted). */
+void wf_h2d_feed(wf_dconn *dc, const char *data, size_t len);
+void wf_h2d_write_head(wf_stream *s);
+void wf_h2d_body(wf_stream *s, const char *data, size_t len);
+void wf_h2d_end(wf_stream *s);
+void wf_h2d_abort(wf_stream *s);
+void wf_h2d_request_flow(wf_stream *s, int on);
+size_t wf_h2d_queued(const wf_stream *s);
+/* Drain: GOAWAY, then close once the streams are done. */
+void wf_h2d_goaway(wf_dconn *dc);
+/* The connection is closing: its streams end now ... */
+void wf_h2d_close_streams(wf_dconn *dc);
+/* ... and the session is freed from the handle's close callback. */
+void wf_h2d_free(wf_dconn *dc);
 
 /* ---- admin.c ---- */
 int wf_admin_start(uv_loop_t *loop, const char *addr, char *err, size_t errlen);

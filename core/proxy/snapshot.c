@@ -159,7 +159,7 @@ static int add_sans(wf_up_tls *t, json_t *matchers)
  * "default" (the workload's own, filled by the proxy); otherwise SIMPLE or
  * MUTUAL toward an external server with files of its own.
  */
-static int parse_up_tls(json_t *ts, const char *cluster, wf_up_tls **out, char *err,
+static int parse_up_tls(json_t *ts, const char *cluster, int h2, wf_up_tls **out, char *err,
                         size_t errlen)
 {
     const char *name = json_string_value(json_object_get(ts, "name"));
@@ -199,7 +199,8 @@ static int parse_up_tls(json_t *ts, const char *cluster, wf_up_tls **out, char *
             goto out;
     } else {
         static const char *const alpn[] = {"http/1.1", NULL};
-        wf_tls_ctx_opts o = {.server = 0, .alpn = alpn};
+        static const char *const alpn_h2[] = {"h2", NULL};
+        wf_tls_ctx_opts o = {.server = 0, .alpn = h2 ? alpn_h2 : alpn};
         char *e = NULL;
 
         if (add_sans(t, json_object_get(vc, "match_subject_alt_names")) < 0)
@@ -240,8 +241,8 @@ static int build_cluster_tls(wf_cluster *cl, json_t *c, char *err, size_t errlen
     size_t i;
     json_t *m;
 
-    if (parse_up_tls(json_object_get(c, "transport_socket"), cl->name, &cl->tls_default, err,
-                     errlen) < 0)
+    if (parse_up_tls(json_object_get(c, "transport_socket"), cl->name, cl->h2, &cl->tls_default,
+                     err, errlen) < 0)
         return -1;
     json_array_foreach(json_object_get(c, "transport_socket_matches"), i, m)
     {
@@ -249,7 +250,8 @@ static int build_cluster_tls(wf_cluster *cl, json_t *c, char *err, size_t errlen
         const char *mode = json_string_value(json_object_get(match, "tlsMode"));
         wf_up_tls *t;
 
-        if (parse_up_tls(json_object_get(m, "transport_socket"), cl->name, &t, err, errlen) < 0)
+        if (parse_up_tls(json_object_get(m, "transport_socket"), cl->name, cl->h2, &t, err,
+                         errlen) < 0)
             return -1;
         if (json_object_size(match) == 0 && !cl->tls_default) {
             cl->tls_default = t;
@@ -300,6 +302,7 @@ static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
             parse_duration_ms(json_string_value(json_object_get(c, "connect_timeout")), 10000);
         if (wf_map_put(&s->cluster_by_name, cl->name, strlen(cl->name), (void *)(uintptr_t)(i + 1)))
             return -1;
+        cl->h2 = json_object_get(c, "http2_protocol_options") != NULL;
         if (build_cluster_tls(cl, c, err, errlen) < 0)
             return -1;
 #define CSTAT(field, suffix)                                                                       \
@@ -384,11 +387,15 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
                     ep->tls = tm && strcmp(tm, "istio") == 0 && cl->tls_match ? cl->tls_match
                                                                                : cl->tls_default;
                 }
+                /* Between proxies (mTLS) requests travel over HTTP/2, whatever
+                 * the app speaks: one multiplexed connection per peer. */
+                ep->h2 = cl->h2 || (ep->tls && ep->tls->istio);
                 if (ep->tls)
-                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s|tls|%s", ep->hostport,
-                             ep->tls->sni ? ep->tls->sni : "");
+                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s|tls|%s%s", ep->hostport,
+                             ep->tls->sni ? ep->tls->sni : "", ep->h2 ? "|h2" : "");
                 else
-                    memcpy(ep->poolkey, ep->hostport, sizeof(ep->hostport));
+                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s%s", ep->hostport,
+                             ep->h2 ? "|h2" : "");
                 ep->weight = json_is_integer(wt) && json_integer_value(wt) > 0
                                  ? (uint32_t)json_integer_value(wt)
                                  : 1;

@@ -5,6 +5,10 @@
  * response (parsed by llhttp) is handed back to downstream.c.  A
  * connection that ends its exchange cleanly and may be kept alive goes
  * back to the pool.
+ *
+ * Endpoints that speak HTTP/2 (ep->h2) are served by upstream_h2.c: the
+ * entry points below branch to it once the pool and the attempt's
+ * bookkeeping, common to both, are settled.
  */
 #include "proxy/proxy.h"
 
@@ -128,13 +132,22 @@ void wf_upstream_body(wf_stream *s, const char *data, size_t len, int end)
 {
     wf_uconn *uc = s->uc;
 
+    if (s->h2u) {
+        wf_h2u_body(s, data, len, end);
+        return;
+    }
     if (!uc || uc->closing)
         return;
     write_body(uc, data, len, end);
-    if (uc->wq.queued > WF_WRITE_HIGH_WATER && s->dc->reading) {
-        s->dc->reading = 0;
-        uv_read_stop((uv_stream_t *)&s->dc->tcp);
-    }
+    if (uc->wq.queued > WF_WRITE_HIGH_WATER)
+        wf_stream_request_flow(s, 0); /* resumed by uc_drained */
+}
+
+int wf_upstream_ready(const wf_stream *s)
+{
+    if (s->h2u)
+        return wf_h2u_ready(s);
+    return s->uc && s->uc->head_sent;
 }
 
 /* Serialises the request head (origin-form, Host from :authority). */
@@ -478,6 +491,10 @@ void wf_upstream_read_control(wf_stream *s, int on)
 {
     wf_uconn *uc = s->uc;
 
+    if (s->h2u) {
+        wf_h2u_read_control(s, on);
+        return;
+    }
     if (!uc || uc->closing || !uc->connected || uc->reading == on)
         return;
     uc->reading = on;
@@ -605,6 +622,10 @@ void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
     memcpy(s->upstream_host, ep->hostport, sizeof(s->upstream_host));
     wf_stat_add(w, WF_ST_UPSTREAM_RQ_TOTAL, 1);
     wf_stat_add(w, s->cluster->st_rq_total, 1);
+    if (ep->h2) {
+        wf_h2u_start(s, ep, pool); /* multiplexed on the pool's HTTP/2 connection */
+        return;
+    }
 
     while ((uc = pool->idle)) {
         pool->idle = uc->next_idle;
@@ -654,14 +675,16 @@ void wf_upstream_detach(wf_stream *s)
         p->active--;
         s->pool = NULL;
     }
+    if (s->h2u)
+        wf_h2u_detach(s); /* cancels the HTTP/2 stream unless it finished */
     if (!uc)
         return;
     s->uc = NULL;
     uc->s = NULL;
     if (uc->closing)
         return;
-    if (uc->done && uc->keepalive && !uc->wq.failed && uc->wq.queued == 0 && !atomic_load(&uc->w->drain) &&
-        uc->pool->n_idle < POOL_IDLE_MAX) {
+    if (uc->done && uc->keepalive && !uc->wq.failed && uc->wq.queued == 0 &&
+        !atomic_load(&uc->w->drain) && uc->pool->n_idle < POOL_IDLE_MAX) {
         /* Back to the pool; keep reading to notice the endpoint closing. */
         uc->next_idle = uc->pool->idle;
         uc->pool->idle = uc;
@@ -688,5 +711,6 @@ void wf_pools_retire(wf_worker *w, uint32_t gen)
             continue;
         while (p->idle)
             uc_close(p->idle); /* removes itself from the list */
+        wf_h2u_pool_idle_close(p);
     }
 }

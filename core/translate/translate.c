@@ -2178,6 +2178,10 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     put_str(t, c, "type", "STATIC");
     put_str(t, c, "lb_policy", "ROUND_ROBIN");
     put_str(t, c, "connect_timeout", fmt_duration(t, DEFAULT_CONNECT_TIMEOUT_MS));
+    /* The app's own protocol: HTTP/2 apps (gRPC) get h2c with prior knowledge. */
+    if (p->app_protocol &&
+        (strcasecmp(p->app_protocol, "http2") == 0 || strcasecmp(p->app_protocol, "grpc") == 0))
+        put_obj(t, c, "http2_protocol_options");
     /* Envoy reads a STATIC cluster's endpoints from load_assignment; weft's
      * snapshot reads every cluster's from "endpoints".  Both are given. */
     la = put_obj(t, c, "load_assignment");
@@ -2226,6 +2230,9 @@ static void check_proxy(tr *t)
              p->role);
     if (!p->namespace_ || !p->namespace_[0])
         fail(t, "translate: the workload has no namespace (set --namespace)");
+    if (p->app_protocol && strcasecmp(p->app_protocol, "http") != 0 &&
+        strcasecmp(p->app_protocol, "http2") != 0 && strcasecmp(p->app_protocol, "grpc") != 0)
+        fail(t, "translate: app protocol \"%s\" is not http, http2 or grpc", p->app_protocol);
     if (p->app_port < 0 || p->app_port > 65535 || p->outbound_port < 0 ||
         p->outbound_port > 65535 || p->inbound_port < 0 || p->inbound_port > 65535)
         fail(t, "translate: port out of range (outbound %d, inbound %d, app %d)", p->outbound_port,

@@ -39,6 +39,8 @@ typedef struct wf_proxy_info {
     const char *inbound_addr;    /* listener virtualInbound; NULL = "0.0.0.0" */
     int inbound_port;            /* 0 = 15006 */
     int app_port;                /* 0: no inbound listener (ignored for "grpc") */
+    const char *app_protocol;    /* what the app on app_port speaks: "http" (NULL), "http2"
+                                    or "grpc" (both HTTP/2 with prior knowledge) */
 } wf_proxy_info;
 
 /*

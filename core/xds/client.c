@@ -788,6 +788,8 @@ json_t *wf_xds_node(const wf_xds_node_info *ni, char *err, size_t errlen)
                             json_string(ni->inbound ? ni->inbound : ":15006")) < 0 ||
         json_object_set_new(md, "WEFT_INBOUND_ADDR", json_string(inb)) < 0 ||
         json_object_set_new(md, "WEFT_APP_PORT", json_integer(ni->app_port)) < 0 ||
+        (ni->app_protocol &&
+         json_object_set_new(md, "WEFT_APP_PROTOCOL", json_string(ni->app_protocol)) < 0) ||
         json_object_set_new(md, "WEFT_SERVICES", services) < 0)
         goto oom_md;
     services = NULL;

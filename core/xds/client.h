@@ -196,6 +196,7 @@ typedef struct wf_xds_node_info {
     const char *outbound;        /* --outbound as given */
     const char *inbound;         /* --inbound as given */
     int app_port;                /* 0 = none */
+    const char *app_protocol;    /* "http" (NULL), "http2", "grpc" */
     const char *const *services; /* "NAME:PORT" each (--service) */
     size_t n_services;
     long pid;
