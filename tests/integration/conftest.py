@@ -112,7 +112,7 @@ def dedent(s):
 # YAML builders: Istio resources as a user writes them
 
 def service_entry(name, ns="default", ports=((9080, "http"),), addresses=(), selector=None,
-                  endpoints=None, resolution="STATIC", host=None):
+                  endpoints=None, resolution="STATIC", host=None, protocol="HTTP"):
     """A MESH_INTERNAL ServiceEntry for NAME.NS.svc.cluster.local, whose
     endpoints are the WorkloadEntries labelled app=NAME (or `selector`), or
     the inline `endpoints` (list of (address, {portname: port}))."""
@@ -125,7 +125,7 @@ def service_entry(name, ns="default", ports=((9080, "http"),), addresses=(), sel
         out += ["  - %s" % a for a in addresses]
     out.append("  ports:")
     for number, pname in ports:
-        out += ["  - number: %d" % number, "    name: %s" % pname, "    protocol: HTTP"]
+        out += ["  - number: %d" % number, "    name: %s" % pname, "    protocol: %s" % protocol]
     out += ["  location: MESH_INTERNAL", "  resolution: %s" % resolution]
     if endpoints is not None:
         out.append("  endpoints:")
@@ -142,11 +142,14 @@ def service_entry(name, ns="default", ports=((9080, "http"),), addresses=(), sel
 
 
 def workload_entry(name, port, app, version=None, ns="default", port_names=("http",),
-                   address="127.0.0.1", extra_labels=None):
+                   address="127.0.0.1", extra_labels=None, service_account=None):
     """A WorkloadEntry at ADDRESS whose named ports all map to PORT."""
     out = ["---", "apiVersion: networking.istio.io/v1beta1", "kind: WorkloadEntry",
            "metadata:", "  name: %s" % name, "  namespace: %s" % ns, "spec:",
-           "  address: %s" % address, "  ports:"]
+           "  address: %s" % address]
+    if service_account:
+        out.append("  serviceAccount: %s" % service_account)
+    out.append("  ports:")
     out += ["    %s: %d" % (p, port) for p in port_names]
     out += ["  labels:", "    app: %s" % app]
     if version:

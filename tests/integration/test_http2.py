@@ -43,19 +43,15 @@ WEB = "web:9080"  # the service every test here calls, as the client names it
 # mesh builders (shared with test_grpc_mesh.py)
 
 def typed_service_entry(name, port, port_name, protocol, endpoints=None):
-    """service_entry() with one port of the given protocol (the conftest
-    builder always writes protocol HTTP)."""
-    y = service_entry(name, ports=((port, port_name),), endpoints=endpoints)
-    return y.replace("    name: %s\n    protocol: HTTP\n" % port_name,
-                     "    name: %s\n    protocol: %s\n" % (port_name, protocol))
+    """service_entry() with one port of the given protocol."""
+    return service_entry(name, ports=((port, port_name),), endpoints=endpoints, protocol=protocol)
 
 
 def sidecar_workload_entry(name, port, app, sa, port_name):
     """A WorkloadEntry for a workload with a sidecar (tlsMode istio) running
     as service account sa, at 127.0.0.1:port."""
-    y = workload_entry(name, port, app=app, port_names=(port_name,),
-                       extra_labels={"security.istio.io/tlsMode": "istio"})
-    return y.replace("  labels:\n", "  serviceAccount: %s\n  labels:\n" % sa, 1)
+    return workload_entry(name, port, app=app, port_names=(port_name,), service_account=sa,
+                          extra_labels={"security.istio.io/tlsMode": "istio"})
 
 
 STRICT = dedent("""

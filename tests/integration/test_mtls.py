@@ -25,13 +25,12 @@ def spiffe(ns, sa):
     return "spiffe://%s/ns/%s/sa/%s" % (TD, ns, sa)
 
 
-def mesh_yaml(server_port, mode=None, sa="reviews", port_level=None):
+def mesh_yaml(server_port, mode=None, sa="reviews"):
     """reviews (one WorkloadEntry: the server proxy's inbound port, with a
     sidecar) and, when mode is given, a mesh-wide PeerAuthentication."""
     y = service_entry("reviews") + workload_entry(
-        "reviews-1", server_port, app="reviews",
+        "reviews-1", server_port, app="reviews", service_account=sa,
         extra_labels={"security.istio.io/tlsMode": "istio"})
-    y = y.replace("  labels:\n    app: reviews", "  serviceAccount: %s\n  labels:\n    app: reviews" % sa)
     if mode:
         y += dedent("""
             ---
