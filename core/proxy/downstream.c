@@ -376,6 +376,7 @@ static int grpc_status_of(int http)
 static void grpc_local_reply(wf_stream *s, int status, const char *body, size_t len,
                              const char *flags)
 {
+    wf_dconn *dc = s->dc;
     char code[8], *msg;
     size_t n = 0;
 
@@ -412,13 +413,14 @@ static void grpc_local_reply(wf_stream *s, int status, const char *body, size_t 
         return;
     }
     wf_chain_response_headers(s, 1);
-    if (s->h2d ? !s->resp_started : s->dc->closing)
+    if (dc->closing)
         return;
     wf_stream_response_end(s);
 }
 
 void wf_stream_local_reply(wf_stream *s, int status, const char *body, size_t len, const char *flags)
 {
+    wf_dconn *dc = s->dc;
     char cl[24];
     char *copy;
     wf_hdrs pre;
@@ -462,9 +464,12 @@ void wf_stream_local_reply(wf_stream *s, int status, const char *body, size_t le
     }
     wf_status3((char *)s->resp.v[0].value.p, status);
     wf_chain_response_headers(s, len == 0);
-    if (s->dc->closing)
+    /* A failed write closes the connection, which frees s: look at dc. */
+    if (dc->closing)
         return;
     wf_stream_response_body(s, copy, len);
+    if (dc->closing)
+        return;
     wf_stream_response_end(s);
 }
 

@@ -644,6 +644,22 @@ static void conn_flush(wf_h2conn *c)
         wf__dc_close(dc);
 }
 
+/* nghttp2's callback table and options, made once for all workers. */
+static uv_once_t setup_once = UV_ONCE_INIT;
+
+static void setup(void)
+{
+    nghttp2_session_callbacks_new(&callbacks);
+    nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
+    nghttp2_option_new(&options);
+    nghttp2_option_set_no_auto_window_update(options, 1);
+    nghttp2_option_set_max_send_header_block_length(options, 256 * 1024);
+}
+
 int wf_h2d_start(wf_dconn *dc, const char *data, size_t len)
 {
     wf_h2conn *c;
@@ -654,17 +670,7 @@ int wf_h2d_start(wf_dconn *dc, const char *data, size_t len)
         {NGHTTP2_SETTINGS_ENABLE_PUSH, 0},
     };
 
-    if (!callbacks) {
-        nghttp2_session_callbacks_new(&callbacks);
-        nghttp2_session_callbacks_set_on_begin_headers_callback(callbacks, on_begin_headers);
-        nghttp2_session_callbacks_set_on_header_callback(callbacks, on_header);
-        nghttp2_session_callbacks_set_on_frame_recv_callback(callbacks, on_frame_recv);
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(callbacks, on_data_chunk);
-        nghttp2_session_callbacks_set_on_stream_close_callback(callbacks, on_stream_close);
-        nghttp2_option_new(&options);
-        nghttp2_option_set_no_auto_window_update(options, 1);
-        nghttp2_option_set_max_send_header_block_length(options, 256 * 1024);
-    }
+    uv_once(&setup_once, setup);
     if (!(c = calloc(1, sizeof(*c))))
         return -1;
     c->dc = dc;
