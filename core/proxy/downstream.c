@@ -98,8 +98,10 @@ void wf__stream_free(wf_stream *s)
     wf_arena_reset(&a);
 }
 
-static void count_status(wf_worker *w, wf_stream *s)
+void wf__stream_count(wf_stream *s)
 {
+    wf_worker *w = s->w;
+
     int cls = s->status / 100;
 
     wf_stat_add(w, WF_ST_DOWNSTREAM_RQ_ACTIVE, -1);
@@ -123,7 +125,7 @@ static void stream_maybe_finish(wf_stream *s)
 
     if (!s->req_done || !s->resp_done)
         return;
-    count_status(s->w, s);
+    wf__stream_count(s);
     wf_chain_complete(s);
     wf_upstream_detach(s);
     if (s->h2d) {
@@ -835,7 +837,7 @@ static void dc_close(wf_dconn *dc)
         dc->s = NULL;
         if (s->status == 0)
             s->status = 0;
-        count_status(dc->w, s);
+        wf__stream_count(s);
         wf_chain_complete(s);
         wf_upstream_detach(s);
         wf__stream_free(s);

@@ -124,12 +124,7 @@ static void end_wf_stream(wf_h2s *h, const char *flags)
     s->req_done = s->resp_done = 1;
     h->s = NULL;
     s->h2d = NULL;
-    {
-        int cls = s->status / 100;
-        wf_stat_add(s->w, WF_ST_DOWNSTREAM_RQ_ACTIVE, -1);
-        if (cls >= 1 && cls <= 5)
-            wf_stat_add(s->w, WF_ST_DOWNSTREAM_RQ_1XX + cls - 1, 1);
-    }
+    wf__stream_count(s);
     wf_chain_complete(s);
     wf_upstream_detach(s);
     wf__stream_free(s);

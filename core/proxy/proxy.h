@@ -192,6 +192,8 @@ void wf_pools_retire(wf_worker *w, uint32_t gen);
  * lower-case authority copy. */
 wf_stream *wf__stream_new(wf_dconn *dc);
 void wf__stream_free(wf_stream *s);
+/* Counts a finished stream: active down, its status class up (and its cluster's). */
+void wf__stream_count(wf_stream *s);
 void wf__stream_route(wf_stream *s);
 int wf__stream_lower_authority(wf_stream *s);
 /* downstream_h2.c: the finished wf_stream s leaves its HTTP/2 stream. */
