@@ -35,7 +35,9 @@ HERE = pathlib.Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 BACKEND_PY = REPO / "tests" / "integration" / "backend.py"
 GRPC_APP_PY = REPO / "tests" / "integration" / "grpc_app.py"
+TCP_APP_PY = REPO / "tests" / "integration" / "tcp_app.py"
 GRPC_PORT = 9090
+TCP_PORT = 9100
 DEADLINE = 20.0  # seconds for anything to come up or converge
 
 # workload -> (app, version, has a backend)
@@ -46,8 +48,13 @@ WORKLOADS = [
     ("reviews-v3", "reviews", "v3", True),
     ("details-v1", "details", "v1", True),
     ("echo-v1", "echo", "v1", "grpc"),  # a gRPC service (python3-grpcio)
+    ("tcpecho-v1", "tcpecho", "v1", "tcp"),  # opaque TCP (tcp_app.py)
 ]
 SERVICE_PORT = 9080
+
+
+def service_port(kind):
+    return GRPC_PORT if kind == "grpc" else TCP_PORT if kind == "tcp" else SERVICE_PORT
 
 
 class Stop(Exception):
@@ -136,13 +143,16 @@ class Mesh:
             shutil.copy(f, self.config / f.name)
         self._start_istiod()
         for name, app, version, has_app in WORKLOADS:
-            if has_app == "grpc":
-                self.backends[name] = self._start_backend(name, grpc_app=True)
+            if has_app in ("grpc", "tcp"):
+                self.backends[name] = self._start_backend(name, kind=has_app)
             elif has_app:
                 self.backends[name] = self._start_backend(name)
         ports = iter(free_ports(3 * len(WORKLOADS)))
-        for name, app, version, has_app in WORKLOADS:
-            self.proxies[name] = {"out": next(ports), "inb": next(ports), "admin": next(ports)}
+        for i, (name, app, version, has_app) in enumerate(WORKLOADS):
+            # Each proxy has its own outbound address, as sidecars have
+            # their pods' IPs: a TCP service's port is bound on it.
+            self.proxies[name] = {"host": "127.0.0.%d" % (11 + i), "out": next(ports),
+                                  "inb": next(ports), "admin": next(ports)}
         for name, app, version, has_app in WORKLOADS:
             self._start_proxy(name, app, version)
         for name, p in self.proxies.items():
@@ -162,9 +172,11 @@ class Mesh:
                                          env=child_env(), start_new_session=True)
         self._wait_ready("istiod", d["proc"], mon, "istiod")
 
-    def _start_backend(self, name, grpc_app=False):
+    def _start_backend(self, name, kind=None):
         cmd = ([sys.executable, str(GRPC_APP_PY), "server", "--name", name, "--port", "0"]
-               if grpc_app else
+               if kind == "grpc" else
+               [sys.executable, str(TCP_APP_PY), "--port", "0", "--name", name]
+               if kind == "tcp" else
                [sys.executable, str(BACKEND_PY), "--port", "0", "--name", name])
         proc = subprocess.Popen(cmd,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -201,17 +213,17 @@ class Mesh:
                 "--root-cert", str(self.istiod["ca"] / "root-cert.pem"),
                 "--name", name, "--namespace", "default", "--service-account", app,
                 "--labels", "app=%s,version=%s" % (app, version),
-                "--outbound", "127.0.0.1:%d" % p["out"],
+                "--outbound", "%s:%d" % (p["host"], p["out"]),
                 "--inbound", "127.0.0.1:%d" % p["inb"],
                 "--admin", "127.0.0.1:%d" % p["admin"], "--concurrency", "1"]
         if name in self.backends:
             # registers the workload as an endpoint of its service, at the
             # proxy's inbound address
-            grpc_app = dict((w[0], w[3]) for w in WORKLOADS)[name] == "grpc"
-            args += ["--service", "%s:%d" % (app, GRPC_PORT if grpc_app else SERVICE_PORT),
+            kind = dict((w[0], w[3]) for w in WORKLOADS)[name]
+            args += ["--service", "%s:%d" % (app, service_port(kind)),
                      "--app-port", str(self.backends[name][1])]
-            if grpc_app:
-                args += ["--app-protocol", "grpc"]
+            if kind in ("grpc", "tcp"):
+                args += ["--app-protocol", kind]
         with open(p["stderr"], "wb") as err:
             p["proc"] = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=err,
                                          env=child_env(), start_new_session=True)
@@ -236,7 +248,7 @@ class Mesh:
         want = {}
         for name, app, version, has_app in WORKLOADS:
             if has_app:
-                port = GRPC_PORT if has_app == "grpc" else SERVICE_PORT
+                port = service_port(has_app)
                 cl = "outbound|%d||%s.default.svc.cluster.local" % (port, app)
                 want.setdefault(cl, set()).add("127.0.0.1:%d" % self.proxies[name]["inb"])
 
@@ -345,7 +357,8 @@ class Mesh:
         """One GET through productpage's outbound listener."""
         own = conn is None
         if own:
-            conn = http.client.HTTPConnection("127.0.0.1", self.proxies["productpage"]["out"],
+            pp = self.proxies["productpage"]
+            conn = http.client.HTTPConnection(pp["host"], pp["out"],
                                               timeout=10)
         h = {"Host": host}
         h.update(headers or {})
@@ -414,7 +427,7 @@ def run_traffic(mesh, s, n):
         return name.rsplit("-", 1)[-1] if name.startswith("reviews-") else name
 
     pp = mesh.proxies["productpage"]
-    conn = http.client.HTTPConnection("127.0.0.1", pp["out"], timeout=10)
+    conn = http.client.HTTPConnection(pp["host"], pp["out"], timeout=10)
 
     def split(headers=None, count=n):
         nonlocal with_header, sent
@@ -504,7 +517,12 @@ def run_traffic(mesh, s, n):
     wrong += grpc_calls(mesh, s)
     print()
 
-    print(s.bold("8. identities: mTLS between every pair of proxies (PeerAuthentication STRICT)"))
+    print(s.bold("8. TCP: tcpecho:%d through two proxies (opaque bytes over mTLS, half-close)"
+                 % TCP_PORT))
+    wrong += tcp_calls(mesh, s)
+    print()
+
+    print(s.bold("9. identities: mTLS between every pair of proxies (PeerAuthentication STRICT)"))
     for name in mesh.proxies:
         c = mesh.certs(name)
         print("     %-12s %s  serial %s..  until %s"
@@ -533,6 +551,34 @@ def run_traffic(mesh, s, n):
     return wrong
 
 
+def tcp_calls(mesh, s):
+    """Raw TCP to productpage's proxy at its own address, port 9100: it
+    relays to tcpecho's proxy over mTLS; the app answers once it sees our
+    end of input (half-close), then closes."""
+    host = mesh.proxies["productpage"]["host"]
+    wrong = []
+    for msg in (b"hello over TCP", b"x" * 100000):
+        try:
+            c = socket.create_connection((host, TCP_PORT), timeout=10)
+            c.sendall(msg)
+            c.shutdown(socket.SHUT_WR)
+            got = b""
+            while True:
+                b = c.recv(65536)
+                if not b:
+                    break
+                got += b
+            c.close()
+        except OSError as e:
+            got = ("error: %s" % e).encode()
+        ok = got == b"tcpecho-v1: " + msg
+        shown = got[:40].decode("latin-1") + ("... (%d bytes)" % len(got) if len(got) > 40 else "")
+        print("     %s:%d sent %d bytes, then EOF; got %s" % (host, TCP_PORT, len(msg), shown))
+        if not ok:
+            wrong.append("TCP echo through two proxies answered %r" % got[:80])
+    return wrong
+
+
 def grpc_calls(mesh, s, n=20):
     """n unary calls from productpage's side to echo, and one to a service
     that does not exist (the proxy answers it with a gRPC status)."""
@@ -541,7 +587,8 @@ def grpc_calls(mesh, s, n=20):
     except ImportError:
         return ["python3-grpcio is not installed (./dev demo installs it)"]
     wrong = []
-    target = "127.0.0.1:%d" % mesh.proxies["productpage"]["out"]
+    pp = mesh.proxies["productpage"]
+    target = "%s:%d" % (pp["host"], pp["out"])
     names = Counter()
     for host, count in (("echo.default.svc.cluster.local:%d" % GRPC_PORT, n),
                         ("nosuch.default.svc.cluster.local:%d" % GRPC_PORT, 1)):
@@ -601,7 +648,7 @@ def main():
                 inb = ("127.0.0.1:%d" % p["inb"]) if has_app else "-"
                 appaddr = ("127.0.0.1:%d" % mesh.backends[name][1]) if has_app else "-"
                 print("     %-12s %-17s %-17s %s"
-                      % (name, "127.0.0.1:%d" % p["out"], inb, appaddr))
+                      % (name, "%s:%d" % (p["host"], p["out"]), inb, appaddr))
             print()
             code, text = mesh.proxy_status()
             print(s.bold("weft proxy-status") + s.dim(" (what istiod sent, what each proxy ACKed)"))
@@ -618,8 +665,8 @@ def main():
                 print()
             if not args.once:
                 pp = mesh.proxies["productpage"]
-                print(s.dim("   try: curl -H 'Host: reviews:9080' http://127.0.0.1:%d/"
-                            % pp["out"]))
+                print(s.dim("   try: curl -H 'Host: reviews:9080' http://%s:%d/"
+                            % (pp["host"], pp["out"])))
                 print(s.dim("        %s proxy-status --istiod 127.0.0.1:%d"
                             % (os.path.relpath(weft), mesh.istiod["mon"])))
                 print(s.dim("        curl -s http://127.0.0.1:%d/debug/syncz | python3 -m json.tool"

@@ -443,7 +443,7 @@ static ist_proxy *proxy_from_node(const json_t *node)
     p->pi.app_port = md_int(node, "WEFT_APP_PORT");
     p->pi.app_protocol = md_str(node, "WEFT_APP_PROTOCOL");
     if (p->pi.app_protocol && strcmp(p->pi.app_protocol, "http2") != 0 &&
-        strcmp(p->pi.app_protocol, "grpc") != 0)
+        strcmp(p->pi.app_protocol, "grpc") != 0 && strcmp(p->pi.app_protocol, "tcp") != 0)
         p->pi.app_protocol = NULL; /* HTTP/1.1, the default */
     if (p->pi.app_port < 0 || p->pi.app_port > 65535)
         p->pi.app_port = 0;

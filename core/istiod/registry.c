@@ -119,12 +119,16 @@ static int add_svc(wf_reg_workload *w, const char *name, uint32_t port, char *er
 }
 
 /* The registered service port's protocol, from what the proxy says its app
- * speaks (--app-protocol): HTTP unless http2 or grpc. */
+ * speaks (--app-protocol): HTTP unless http2, grpc or tcp. */
 static const char *app_protocol(const json_t *node)
 {
     const char *p = json_string_value(md_get(node, "WEFT_APP_PROTOCOL"));
 
-    return !p ? "HTTP" : strcmp(p, "grpc") == 0 ? "GRPC" : strcmp(p, "http2") == 0 ? "HTTP2" : "HTTP";
+    return !p                          ? "HTTP"
+           : strcmp(p, "grpc") == 0  ? "GRPC"
+           : strcmp(p, "http2") == 0 ? "HTTP2"
+           : strcmp(p, "tcp") == 0   ? "TCP"
+                                     : "HTTP";
 }
 
 /* A workload from node; NULL with *err empty when the node registers
@@ -501,6 +505,7 @@ static void make_se(view_ctx *x, wf_service_entry *se, reg_ep *eps, size_t n)
         se->ports[j].protocol = v_strdup(x, eps[i].w->protocol);
         se->ports[j].name = v_printf(x, strcmp(eps[i].w->protocol, "GRPC") == 0    ? "grpc-%u"
                                         : strcmp(eps[i].w->protocol, "HTTP2") == 0 ? "http2-%u"
+                                        : strcmp(eps[i].w->protocol, "TCP") == 0   ? "tcp-%u"
                                                                                    : "http-%u",
                                      eps[i].port);
         se->ports[j].pos.file = REG_FILE;

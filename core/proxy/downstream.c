@@ -28,6 +28,8 @@ static void stream_maybe_finish(wf_stream *s);
 static void dc_feed(wf_dconn *dc, const char *data, size_t len);
 static void dc_tls_input(wf_dconn *dc, const char *data, size_t len);
 static void start_reading(wf_dconn *dc);
+static int keep_te(const wf_hdrs *in, wf_arena *a, wf_hdrs *out);
+static int upgrade_check(wf_stream *s, const wf_hdrs *in);
 
 /* ---- header lists ---- */
 
@@ -84,6 +86,7 @@ void wf__stream_free(wf_stream *s)
     wf_worker *w = s->w;
 
     wf_chain_stream_destroy(s);
+    wf__tunnel_free(s);
     for (wf_timer *t = s->timers; t; t = t->next) {
         uv_timer_stop(&t->t);
         uv_close((uv_handle_t *)&t->t, timer_closed);
@@ -104,6 +107,8 @@ void wf__stream_count(wf_stream *s)
 
     int cls = s->status / 100;
 
+    if (s->l && s->l->n_l4)
+        return; /* a TCP connection: counted by its tcp.* stats */
     wf_stat_add(w, WF_ST_DOWNSTREAM_RQ_ACTIVE, -1);
     if (cls >= 1 && cls <= 5)
         wf_stat_add(w, WF_ST_DOWNSTREAM_RQ_1XX + cls - 1, 1);
@@ -135,6 +140,7 @@ static void stream_maybe_finish(wf_stream *s)
         return;
     }
     dc->s = NULL;
+    dc->last_ms = uv_now(&dc->w->loop);
     if (s->want_close || atomic_load(&s->w->drain)) {
         wf__stream_free(s);
         dc_close(dc);
@@ -180,6 +186,27 @@ void wf__dc_close(wf_dconn *dc)
     dc_close(dc);
 }
 
+static void dc_shut_done(void *data, int status)
+{
+    wf_dconn *dc = data;
+
+    if (status < 0)
+        dc_close(dc);
+    else if (!dc->closing && dc->s)
+        wf_tunnel_shut_done(dc->s, 0);
+}
+
+void wf__dc_shutdown(wf_dconn *dc)
+{
+    if (dc->closing || dc->shut)
+        return;
+    dc->shut = 1;
+    if (dc->tls)
+        wf_tls_close_notify(dc->tls); /* TLS's end of data, ahead of TCP's */
+    if (wf_shutdown((uv_stream_t *)&dc->tcp, dc_shut_done, dc) < 0)
+        dc_close(dc);
+}
+
 size_t wf_stream_downstream_queued(wf_stream *s)
 {
     return s->h2d ? wf_h2d_queued(s) : s->dc->wq.queued;
@@ -202,7 +229,7 @@ void wf_stream_request_flow(wf_stream *s, int on)
     } else if (!on && dc->reading) {
         dc->reading = 0;
         uv_read_stop((uv_stream_t *)&dc->tcp);
-    } else if (on && !dc->reading && !dc->paused && !dc->closing) {
+    } else if (on && !dc->reading && !dc->paused && !dc->closing && !dc->eof) {
         start_reading(dc);
     }
 }
@@ -243,7 +270,7 @@ void wf_stream_request_end(wf_stream *s)
 void wf_stream_write_head(wf_stream *s)
 {
     wf_hdrs *h = &s->resp;
-    size_t cap = 256, len;
+    size_t cap = 600, len;
     char *p;
     int no_body = s->head || s->status == 204 || s->status == 304 || s->status < 200;
     wf_str cl;
@@ -287,7 +314,14 @@ void wf_stream_write_head(wf_stream *s)
             s->want_close = 1;
         }
     }
-    if (s->want_close || atomic_load(&s->w->drain)) {
+    if (s->upgrade && s->status == 101) {
+        /* Switching protocols: the endpoint's upgrade header went through. */
+        wf_str up;
+        if (wf_hdrs_get(h, "upgrade", 7, &up) && up.len < 256)
+            len += (size_t)snprintf(p + len, cap - len, "upgrade: %.*s\r\n", (int)up.len, up.p);
+        memcpy(p + len, "connection: upgrade\r\n", 21);
+        len += 21;
+    } else if (s->want_close || atomic_load(&s->w->drain)) {
         memcpy(p + len, "connection: close\r\n", 19);
         len += 19;
     }
@@ -298,6 +332,8 @@ void wf_stream_write_head(wf_stream *s)
         uv_buf_t b = uv_buf_init(p, (unsigned)len);
         dc_write(s->dc, &b, 1);
     }
+    if (s->upgrade && s->status == 101 && !s->dc->closing)
+        wf_tunnel_begin(s);
 }
 
 void wf_stream_response_body(wf_stream *s, const char *data, size_t len)
@@ -683,7 +719,14 @@ static int on_headers_complete(llhttp_t *p)
     if (dc->xfcc && wf_hdrs_add(&s->arena, &s->req, "x-forwarded-client-cert", 23, dc->xfcc,
                                 strlen(dc->xfcc)) < 0)
         return HPE_USER;
+    if (keep_te(&in, &s->arena, &s->req) < 0)
+        return HPE_USER;
     s->method = s->req.v[0].value;
+    /* After an upgrade request the connection is the tunnel's, or closes. */
+    if (p->upgrade)
+        s->want_close = 1;
+    if (p->upgrade && upgrade_check(s, &in) < 0)
+        return 0; /* refused with 403; the connection closes after it */
     if (cont && !s->req_done) {
         /* Like Envoy, answer 100-continue ourselves rather than proxying it. */
         uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
@@ -691,6 +734,50 @@ static int on_headers_complete(llhttp_t *p)
     }
     wf__stream_route(s);
     return 0;
+}
+
+/* te is hop-by-hop, but "te: trailers" says the client takes trailers and
+ * gRPC servers insist on it: it goes on, as in Envoy. */
+static int keep_te(const wf_hdrs *in, wf_arena *a, wf_hdrs *out)
+{
+    wf_str te;
+
+    if (!wf_hdrs_get(in, "te", 2, &te))
+        return 0;
+    for (size_t i = 0; i + 8 <= te.len; i++)
+        if (strncasecmp(te.p + i, "trailers", 8) == 0 && (i == 0 || te.p[i - 1] == ' ' ||
+                                                         te.p[i - 1] == ','))
+            return wf_hdrs_add(a, out, "te", 2, "trailers", 8);
+    return 0;
+}
+
+/* An HTTP/1.1 Upgrade: allowed when the listener's connection manager
+ * lists its type (upgrade_configs; Istio allows websocket), and then
+ * relayed over HTTP/1.1 with its upgrade headers; refused with 403
+ * otherwise, as Envoy does.  "h2c" is not an upgrade a proxy relays: the
+ * request goes on as plain HTTP/1.1.  Returns -1 when refused. */
+static int upgrade_check(wf_stream *s, const wf_hdrs *in)
+{
+    wf_str up;
+    char body[400];
+    int n;
+
+    if (!wf_hdrs_get(in, "upgrade", 7, &up) || (up.len == 3 && strncasecmp(up.p, "h2c", 3) == 0))
+        return 0;
+    for (size_t i = 0; s->l && i < s->l->n_upgrades; i++)
+        if (strlen(s->l->upgrades[i]) == up.len &&
+            strncasecmp(s->l->upgrades[i], up.p, up.len) == 0) {
+            s->upgrade = 1;
+            return wf_hdrs_add(&s->arena, &s->req, "upgrade", 7, up.p, up.len);
+        }
+    n = snprintf(body, sizeof(body),
+                 "upgrade to \"%.*s\" is not allowed on listener %s (its upgrade_configs allow "
+                 "%s)\n",
+                 (int)(up.len > 64 ? 64 : up.len), up.p, s->l ? s->l->name : "?",
+                 s->l && s->l->n_upgrades ? s->l->upgrades[0] : "none");
+    s->want_close = 1;
+    wf_stream_local_reply(s, 403, body, (size_t)n, NULL);
+    return -1;
 }
 
 /* gRPC's deadline (grpc-timeout: digits and a unit H M S m u n), in ms;
@@ -799,6 +886,7 @@ static void dc_closed(uv_handle_t *h)
     wf_worker *w = dc->w;
 
     free(dc->held);
+    free(dc->hello);
     wf_h2d_free(dc);
     free(dc->xfcc);
     wf_tls_conn_free(dc->tls);
@@ -934,6 +1022,10 @@ static void dc_feed(wf_dconn *dc, const char *data, size_t len)
 {
     enum llhttp_errno e;
 
+    if (dc->l4 || (dc->s && wf_tunnel_open(dc->s))) {
+        wf_tunnel_down_bytes(dc, data, len);
+        return;
+    }
     if (dc->h2) {
         wf_h2d_feed(dc, data, len);
         return;
@@ -1004,32 +1096,51 @@ static int dc_tls_send(void *ud, const char *data, size_t len)
     return wf_write((uv_stream_t *)&dc->tcp, &dc->wq, &b, 1);
 }
 
+/* The handshake is done and the peer verified (once per connection). */
+static void dc_tls_up(wf_dconn *dc)
+{
+    const char *peer = wf_tls_peer_id(dc->tls);
+    wf_tls_cert_info own;
+    char v[1100];
+
+    dc->xfcc_done = 1;
+    wf_stat_add(dc->w, WF_ST_SSL_HANDSHAKE, 1);
+    if (wf_tls_resumed(dc->tls))
+        wf_stat_add(dc->w, WF_ST_SSL_SESSION_REUSED, 1);
+    if (peer && dc->tls_ctx && wf_tls_ctx_info(dc->tls_ctx, &own) == 0) {
+        snprintf(v, sizeof(v), "By=%s;URI=%s", own.identity, peer);
+        dc->xfcc = strdup(v);
+    }
+}
+
 static int dc_tls_deliver(void *ud, const char *data, size_t len)
 {
     wf_dconn *dc = ud;
 
-    if (!dc->xfcc_done) {
-        /* First plaintext: the handshake is done and the peer verified. */
-        const char *peer = wf_tls_peer_id(dc->tls);
-        wf_tls_cert_info own;
-        char v[1100];
-
-        dc->xfcc_done = 1;
-        wf_stat_add(dc->w, WF_ST_SSL_HANDSHAKE, 1);
-        if (wf_tls_resumed(dc->tls))
-            wf_stat_add(dc->w, WF_ST_SSL_SESSION_REUSED, 1);
-        if (peer && dc->tls_ctx && wf_tls_ctx_info(dc->tls_ctx, &own) == 0) {
-            snprintf(v, sizeof(v), "By=%s;URI=%s", own.identity, peer);
-            dc->xfcc = strdup(v);
-        }
-    }
+    if (!dc->xfcc_done)
+        dc_tls_up(dc);
     dc_feed(dc, data, len);
     return dc->paused || dc->closing;
 }
 
-static void dc_read_end(wf_dconn *dc)
+/* The client's input ended: EOF (UV_EOF, or TLS close_notify) or an error. */
+static void dc_read_end(wf_dconn *dc, ssize_t why)
 {
-    /* EOF or error: a request cut short is a client reset (DC). */
+    dc->eof = 1;
+    if (why == UV_EOF && dc->s && wf_tunnel_open(dc->s)) {
+        /* Half-close: the other direction goes on. */
+        if (dc->reading) {
+            dc->reading = 0;
+            uv_read_stop((uv_stream_t *)&dc->tcp);
+        }
+        wf_tunnel_down_eof(dc->s);
+        return;
+    }
+    if (why == UV_EOF && dc->l4 && dc->s && !dc->s->resp_done) {
+        wf_tunnel_down_eof(dc->s); /* still connecting: the end follows the bytes */
+        return;
+    }
+    /* A request cut short is a client reset (DC). */
     if (dc->s && !dc->s->resp_done)
         dc->s->flags = "DC";
     dc_close(dc);
@@ -1039,10 +1150,16 @@ static void dc_tls_input(wf_dconn *dc, const char *data, size_t len)
 {
     int r = wf_tls_feed(dc->tls, data, len, dc_tls_deliver, dc);
 
+    if (r == 0 && dc->l4 && !dc->s && !dc->closing && wf_tls_established(dc->tls)) {
+        /* A TCP app may speak first: connect once the peer is verified. */
+        if (!dc->xfcc_done)
+            dc_tls_up(dc);
+        wf_tunnel_ready(dc);
+    }
     if (r == 0 || dc->closing)
         return;
     if (r == WF_TLS_EOF) {
-        dc_read_end(dc);
+        dc_read_end(dc, UV_EOF);
         return;
     }
     wf_stat_add(dc->w, WF_ST_SSL_CONNECTION_ERROR, 1);
@@ -1112,6 +1229,7 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     wf_dconn *dc = st->data;
 
     if (nread > 0) {
+        dc->last_ms = uv_now(&dc->w->loop);
         if (dc->tls)
             dc_tls_input(dc, buf->base, (size_t)nread);
         else if (dc->sniffing)
@@ -1122,11 +1240,13 @@ static void read_cb(uv_stream_t *st, ssize_t nread, const uv_buf_t *buf)
     }
     if (nread == 0)
         return;
-    dc_read_end(dc);
+    dc_read_end(dc, nread);
 }
 
 static void start_reading(wf_dconn *dc)
 {
+    if (dc->eof)
+        return;
     dc->reading = 1;
     uv_read_start((uv_stream_t *)&dc->tcp, alloc_cb, read_cb);
 }
@@ -1191,6 +1311,7 @@ void wf_downstream_accept(uv_stream_t *server, int status)
         int mode = l ? l->tls : WF_LTLS_PLAIN;
         if (l && l->inbound)
             dc->xfcc_mode = 1;
+        dc->l4 = l && l->n_l4;
         if (mode == WF_LTLS_PERMISSIVE) {
             dc->sniffing = 1;
         } else if (mode == WF_LTLS_STRICT && dc_tls_begin(dc) < 0) {
@@ -1205,7 +1326,25 @@ void wf_downstream_accept(uv_stream_t *server, int status)
     w->n_dconns++;
     wf_stat_add(w, WF_ST_DOWNSTREAM_CX_TOTAL, 1);
     wf_stat_add(w, WF_ST_DOWNSTREAM_CX_ACTIVE, 1);
+    dc->last_ms = uv_now(&w->loop);
     start_reading(dc);
+    if (dc->l4 && !dc->tls && !dc->sniffing)
+        wf_tunnel_ready(dc); /* plaintext TCP: connect now, the app may speak first */
+}
+
+void wf_downstream_sweep(wf_worker *w, uint64_t now)
+{
+    for (wf_dconn *dc = w->dconns, *next; dc; dc = next) {
+        const wf_listener *l =
+            dc->lindex < w->snap->n_ls ? &w->snap->ls[dc->lindex] : NULL;
+        next = dc->next;
+        /* HTTP/1.1 connections between requests (HTTP/2 sessions and
+         * tunnels have timeouts of their own). */
+        if (dc->s || dc->h2 || dc->l4 || dc->closing || !l || !l->idle_timeout_ms)
+            continue;
+        if (now - dc->last_ms >= l->idle_timeout_ms)
+            dc_close(dc);
+    }
 }
 
 /* Drain: close connections that have no stream (all of them when

@@ -8,10 +8,15 @@
  * Memory and flow control: request DATA is acknowledged to the client
  * (WINDOW_UPDATE) only once the upstream took it, so a stream whose
  * upstream is slow stops at its window while the others go on.  Response
- * bytes wait in the stream's own queue until the client's window lets
- * nghttp2 send them; above WF_WRITE_HIGH_WATER the upstream stops being
- * read for that stream.  What nghttp2 produces is written to the socket
- * only while the connection's write queue is below the same mark.
+ * bytes wait in the stream's own queue (a wf_chunkq) until the client's
+ * window lets nghttp2 send them; above WF_WRITE_HIGH_WATER the upstream
+ * stops being read for that stream.  What nghttp2 produces is written to
+ * the socket only while the connection's write queue is below the same
+ * mark.
+ *
+ * Request trailers (HEADERS after the body, with END_STREAM) go to
+ * s->req_trailers before the request ends; an HTTP/2 upstream sends them
+ * on, an HTTP/1.1 one drops them.
  *
  * Lifetimes: a wf_h2s (this file's stream) lives from the client's
  * HEADERS to nghttp2's stream close; its wf_stream ends earlier, when the
@@ -33,6 +38,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/chunkq.h"
 #include "util/log.h"
 
 #define H2_MAX_CONCURRENT 256
@@ -40,18 +46,11 @@
 #define H2_CONN_WINDOW (16 << 20)
 #define H2_SEND_CHUNK 16384
 
-typedef struct h2chunk {
-    struct h2chunk *next;
-    size_t len, off;
-    char data[];
-} h2chunk;
-
 typedef struct wf_h2s {
     struct wf_h2conn *c;
     int32_t id;
     wf_stream *s;  /* NULL once the wf_stream has finished */
-    h2chunk *out, **out_tail;
-    size_t out_len;
+    wf_chunkq out; /* response body for nghttp2 to take (limit: WF_WRITE_HIGH_WATER) */
     int out_end;   /* the response is complete once out drains */
     int deferred;  /* the data provider is waiting for bytes */
     int submitted; /* response HEADERS submitted */
@@ -86,10 +85,7 @@ static void schedule_flush(wf_h2conn *c);
 
 static void h2s_free(wf_h2s *h)
 {
-    for (h2chunk *k = h->out, *n; k; k = n) {
-        n = k->next;
-        free(k);
-    }
+    wf_chunkq_free(&h->out);
     free(h->trailers);
     free(h->trailer_mem);
     if (h->prev)
@@ -136,25 +132,9 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     wf_h2s *h = src->ptr;
-    size_t n = 0;
+    size_t n = wf_chunkq_pull(&h->out, buf, length);
 
-    while (h->out && n < length) {
-        h2chunk *k = h->out;
-        size_t take = k->len - k->off;
-        if (take > length - n)
-            take = length - n;
-        memcpy(buf + n, k->data + k->off, take);
-        n += take;
-        k->off += take;
-        h->out_len -= take;
-        if (k->off == k->len) {
-            h->out = k->next;
-            if (!h->out)
-                h->out_tail = &h->out;
-            free(k);
-        }
-    }
-    if (!h->out && h->out_end) {
+    if (wf_chunkq_empty(&h->out) && h->out_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (h->n_trailers) {
             *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
@@ -168,7 +148,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         return NGHTTP2_ERR_DEFERRED;
     }
     /* Room again below the mark: the upstream may go on. */
-    if (h->s && h->out_len < WF_WRITE_HIGH_WATER / 2)
+    if (h->s && wf_chunkq_low(&h->out))
         wf_upstream_read_control(h->s, 1);
     return (ssize_t)n;
 }
@@ -245,21 +225,13 @@ void wf_h2d_write_head(wf_stream *s)
 void wf_h2d_body(wf_stream *s, const char *data, size_t len)
 {
     wf_h2s *h = s->h2d;
-    h2chunk *k;
 
     if (!h || h->out_end)
         return;
-    if (!(k = malloc(sizeof(*k) + len))) {
+    if (wf_chunkq_push(&h->out, data, len) < 0) {
         wf_h2d_abort(s);
         return;
     }
-    k->next = NULL;
-    k->len = len;
-    k->off = 0;
-    memcpy(k->data, data, len);
-    *h->out_tail = k;
-    h->out_tail = &k->next;
-    h->out_len += len;
     if (h->deferred && h->submitted) {
         h->deferred = 0;
         nghttp2_session_resume_data(h->c->ng, h->id);
@@ -321,7 +293,7 @@ void wf_h2d_abort(wf_stream *s)
 
 size_t wf_h2d_queued(const wf_stream *s)
 {
-    return s->h2d ? s->h2d->out_len : 0;
+    return s->h2d ? wf_chunkq_len(&s->h2d->out) : 0;
 }
 
 void wf_h2d_request_flow(wf_stream *s, int on)
@@ -369,7 +341,7 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     h->c = c;
     h->id = f->hd.stream_id;
     h->s = s;
-    h->out_tail = &h->out;
+    wf_chunkq_init(&h->out, WF_WRITE_HIGH_WATER);
     s->h2d = h;
     s->http_minor = 1;
     s->req_cl = -1;
@@ -384,6 +356,24 @@ static int on_begin_headers(nghttp2_session *ng, const nghttp2_frame *f, void *u
     return 0;
 }
 
+/* A field of the request's trailers (HEADERS after the body; nghttp2 lets
+ * them through only with END_STREAM and without pseudo-headers).  They go
+ * to s->req_trailers for an HTTP/2 upstream, which sends them on after the
+ * body; an HTTP/1.1 upstream drops them. */
+static int on_trailer(wf_h2s *h, wf_stream *s, const wf_str *n, const uint8_t *value,
+                      size_t valuelen)
+{
+    if (s->req_done || s->local_reply || s->resp_done)
+        return 0; /* nobody will send them */
+    if (h->hdr_bytes > WF_MAX_HEADER_BYTES || s->req_trailers.n >= WF_MAX_HEADERS)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+    if (wf_http_hop_by_hop(n))
+        return 0;
+    if (wf_hdrs_add(&s->arena, &s->req_trailers, n->p, n->len, (const char *)value, valuelen) < 0)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    return 0;
+}
+
 static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t *name,
                      size_t namelen, const uint8_t *value, size_t valuelen, uint8_t flags,
                      void *ud)
@@ -394,9 +384,10 @@ static int on_header(nghttp2_session *ng, const nghttp2_frame *f, const uint8_t 
 
     if (!s || f->hd.type != NGHTTP2_HEADERS)
         return 0;
-    if (f->headers.cat != NGHTTP2_HCAT_REQUEST)
-        return 0; /* request trailers: not forwarded (gRPC sends none) */
+    /* Head and trailers share one budget: the stream's header memory. */
     h->hdr_bytes += namelen + valuelen + 32;
+    if (f->headers.cat != NGHTTP2_HCAT_REQUEST)
+        return on_trailer(h, s, &n, value, valuelen);
     if (h->hdr_bytes > WF_MAX_HEADER_BYTES || s->req.n >= WF_MAX_HEADERS)
         return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
     /* Only this proxy may say who the client is (as on HTTP/1.1). */

@@ -1,9 +1,10 @@
 /*
  * ident.c: the workload's identity on the data path.  The main thread turns
  * each certificate the keeper obtains into a server context (the inbound
- * listener: mTLS required) and a client context (ISTIO_MUTUAL clusters) and
- * publishes them by pointer (the client context, ALPN h2, also carries xDS
- * to istiod); workers take a reference when a connection
+ * listener: mTLS required) and client contexts (ISTIO_MUTUAL clusters), one
+ * per ALPN offer: h2 between proxies (it also carries xDS to istiod),
+ * http/1.1 for upgraded requests (WebSocket), none for opaque TCP.  They
+ * are published by pointer; workers take a reference when a connection
  * starts, so rotation never touches a connection already open.
  *
  * A worker reads the pointer and then takes its reference, so a context
@@ -24,7 +25,7 @@
 #define MAX_RETIRED 64
 
 static wf_tls_ctx *_Atomic cur_server;
-static wf_tls_ctx *_Atomic cur_client;
+static wf_tls_ctx *_Atomic cur_client[WF_ALPN_COUNT];
 static struct {
     wf_tls_ctx *ctx;
     uint64_t at_ms;
@@ -69,7 +70,7 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
     /* Peers talk HTTP/2 to each other (upstream_h2.c); an HTTP/1.1 peer
      * (openssl s_client, an older weft) is still served. */
     static const char *const alpn[] = {"h2", "http/1.1", NULL};
-    static const char *const h2[] = {"h2", NULL};
+    static const char *const offers[WF_ALPN_COUNT][2] = {{"h2", NULL}, {"http/1.1", NULL}, {NULL}};
     wf_tls_ctx_opts so = {.server = 1,
                           .cert_chain_pem = chain_pem,
                           .key_pem = key_pem,
@@ -77,25 +78,31 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
                           .peer_cert = WF_TLS_PEER_REQUIRED,
                           .alpn = alpn,
                           .mesh = 1};
-    wf_tls_ctx_opts co = {.server = 0,
-                          .cert_chain_pem = chain_pem,
-                          .key_pem = key_pem,
-                          .roots_pem = roots,
-                          .alpn = h2,
-                          .mesh = 1};
-    wf_tls_ctx *s = NULL, *c = NULL;
+    wf_tls_ctx *s = NULL, *c[WF_ALPN_COUNT] = {NULL};
     char *e = NULL;
+    int bad = wf_tls_ctx_new(&so, &s, &e) < 0;
 
-    if (wf_tls_ctx_new(&so, &s, &e) < 0 || wf_tls_ctx_new(&co, &c, &e) < 0) {
+    for (int k = 0; k < WF_ALPN_COUNT && !bad; k++) {
+        wf_tls_ctx_opts co = {.server = 0,
+                              .cert_chain_pem = chain_pem,
+                              .key_pem = key_pem,
+                              .roots_pem = roots,
+                              .alpn = offers[k][0] ? offers[k] : NULL,
+                              .mesh = 1};
+        bad = wf_tls_ctx_new(&co, &c[k], &e) < 0;
+    }
+    if (bad) {
         snprintf(err, errlen, "workload certificate refused: %s", e ? e : "unknown error");
         free(e);
         wf_tls_ctx_unref(s);
-        wf_tls_ctx_unref(c);
+        for (int k = 0; k < WF_ALPN_COUNT; k++)
+            wf_tls_ctx_unref(c[k]);
         return -1;
     }
-    have_info = wf_tls_ctx_info(c, &info) == 0;
+    have_info = wf_tls_ctx_info(s, &info) == 0;
     retire(atomic_exchange(&cur_server, s));
-    retire(atomic_exchange(&cur_client, c));
+    for (int k = 0; k < WF_ALPN_COUNT; k++)
+        retire(atomic_exchange(&cur_client[k], c[k]));
     return 0;
 }
 
@@ -110,7 +117,12 @@ wf_tls_ctx *wf_ident_server(void)
 
 wf_tls_ctx *wf_ident_client(void)
 {
-    wf_tls_ctx *c = atomic_load(&cur_client);
+    return wf_ident_client_alpn(WF_ALPN_H2);
+}
+
+wf_tls_ctx *wf_ident_client_alpn(int alpn)
+{
+    wf_tls_ctx *c = atomic_load(&cur_client[alpn]);
 
     if (c)
         wf_tls_ctx_ref(c);
@@ -119,7 +131,7 @@ wf_tls_ctx *wf_ident_client(void)
 
 int wf_ident_ready(void)
 {
-    return atomic_load(&cur_client) != NULL;
+    return atomic_load(&cur_client[WF_ALPN_H2]) != NULL;
 }
 
 const char *wf_ident_id(void)
@@ -144,7 +156,8 @@ json_t *wf_ident_dump(void)
 void wf_ident_shutdown(void)
 {
     wf_tls_ctx_unref(atomic_exchange(&cur_server, NULL));
-    wf_tls_ctx_unref(atomic_exchange(&cur_client, NULL));
+    for (int k = 0; k < WF_ALPN_COUNT; k++)
+        wf_tls_ctx_unref(atomic_exchange(&cur_client[k], NULL));
     for (size_t i = 0; i < n_retired; i++)
         wf_tls_ctx_unref(retired[i].ctx);
     n_retired = 0;

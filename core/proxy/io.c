@@ -25,6 +25,35 @@ static void written(uv_write_t *req, int status)
         q->drained(q->owner);
 }
 
+typedef struct sreq {
+    uv_shutdown_t req;
+    void (*done)(void *data, int status);
+    void *data;
+} sreq;
+
+static void shut(uv_shutdown_t *req, int status)
+{
+    sreq *r = (sreq *)req;
+
+    if (status != UV_ECANCELED)
+        r->done(r->data, status);
+    free(r);
+}
+
+int wf_shutdown(uv_stream_t *st, void (*done)(void *data, int status), void *data)
+{
+    sreq *r = malloc(sizeof(*r));
+    int rc;
+
+    if (!r)
+        return UV_ENOMEM;
+    r->done = done;
+    r->data = data;
+    if ((rc = uv_shutdown(&r->req, st, shut)) < 0)
+        free(r);
+    return rc;
+}
+
 int wf_write(uv_stream_t *st, wf_wq *q, const uv_buf_t *bufs, unsigned n)
 {
     size_t total = 0, done = 0, off;

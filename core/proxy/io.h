@@ -23,4 +23,9 @@ typedef struct wf_wq {
  * negative libuv error. */
 int wf_write(uv_stream_t *st, wf_wq *q, const uv_buf_t *bufs, unsigned n);
 
+/* Shuts st's writing once what is queued is out (a half-close).  done(data,
+ * 0) follows, or done(data, status < 0) when it failed; nothing follows
+ * when the handle closed first.  Returns 0, or negative (nothing follows). */
+int wf_shutdown(uv_stream_t *st, void (*done)(void *data, int status), void *data);
+
 #endif

@@ -25,6 +25,7 @@
 #include "proxy/io.h"
 
 #define WF_MAX_WORKERS 64
+#define WF_MAX_LISTENERS 1024 /* per proxy, over its life */
 #define WF_MAX_STATS 8192
 #define WF_MAX_HEADERS 100
 #define WF_MAX_HEADER_BYTES (60 * 1024)
@@ -72,6 +73,11 @@ typedef struct wf_cluster {
     wf_up_tls *tls_match;      /* for endpoints with tlsMode istio (auto mTLS), or NULL */
     wf_up_tls *tls_default;    /* for the other endpoints; NULL: plaintext */
     int h2;                    /* http2_protocol_options: the endpoints speak HTTP/2 (h2c or h2) */
+    uint32_t max_rq_per_cx;    /* common_http_protocol_options.max_requests_per_connection:
+                                * a connection that carried this many is not used again
+                                * (0: no limit) */
+    uint64_t idle_timeout_ms;  /* common_http_protocol_options.idle_timeout: an upstream
+                                * connection with no request for this long is closed */
 } wf_cluster;
 
 typedef struct wf_module_ref wf_module_ref; /* a loaded .so (module.c) */
@@ -102,6 +108,24 @@ enum wf_listener_tls {
     WF_LTLS_PERMISSIVE = 2, /* both, told apart by the first bytes */
 };
 
+/* One tcp_proxy filter chain: where an opaque byte stream goes. */
+typedef struct wf_l4_dest {
+    char *cluster_name;
+    wf_cluster *cluster; /* NULL when the snapshot has no such cluster */
+    uint32_t weight;
+} wf_l4_dest;
+
+typedef struct wf_l4_route {
+    char *name;
+    char **server_names; /* SNI ("*.example.com" matches a suffix); none: any */
+    size_t n_server_names;
+    wf_l4_dest *dests;
+    size_t n_dests;
+    uint32_t total_weight;
+    uint64_t idle_timeout_ms; /* 0: none */
+    int st_cx_total, st_rx_bytes, st_tx_bytes, st_idle_timeout;
+} wf_l4_route;
+
 typedef struct wf_listener {
     char *name;
     char host[64];
@@ -110,6 +134,16 @@ typedef struct wf_listener {
     int tls; /* enum wf_listener_tls */
     json_t *route_table; /* borrowed from the bundle */
     wf_chain chain;
+    /* Opaque listeners (tcp_proxy filter chains): n_l4 > 0 and no HTTP. */
+    wf_l4_route *l4;
+    size_t n_l4;
+    int sni; /* some chain matches server names: the ClientHello picks */
+    int optional; /* a port of its own per TCP service: failing to bind it is a warning */
+    /* HTTP connection manager options. */
+    char **upgrades; /* upgrade types allowed (upgrade_configs), lower case */
+    size_t n_upgrades;
+    uint64_t idle_timeout_ms;        /* a connection with no stream this long is closed */
+    uint64_t stream_idle_timeout_ms; /* an upgraded (tunnelled) stream quiet this long ends */
 } wf_listener;
 
 typedef struct wf_snapshot {
@@ -148,6 +182,7 @@ typedef struct wf_worker {
     uv_thread_t thread;
     uv_async_t wake;            /* new snapshot or drain */
     uv_timer_t tick;            /* the same checks, periodically */
+    uint64_t swept_ms;          /* idle connections last looked at */
     wf_snapshot *snap;          /* current; worker's own reference */
     wf_snapshot *_Atomic next;  /* published by the main thread */
     atomic_int drain;
@@ -240,10 +275,16 @@ struct wf_stream {
     struct wf_h2s *h2d;  /* downstream HTTP/2 stream (downstream_h2.c), or NULL: HTTP/1.1 */
     struct wf_h2us *h2u; /* upstream HTTP/2 stream (upstream_h2.c), or NULL */
     wf_hdrs trailers;    /* response trailers (grpc-status ...) */
+    wf_hdrs req_trailers; /* request trailers from an HTTP/2 client (n = 0: none); set
+                           * before wf_stream_request_end, sent by an HTTP/2 upstream */
     int grpc;            /* content-type application/grpc: local replies are gRPC statuses */
     int resp_headers_only; /* the upstream ended the response with its head (gRPC's
                             * trailers-only form): an HTTP/2 client gets one HEADERS
                             * frame with END_STREAM too */
+
+    /* opaque bytes (tunnel.c): a TCP listener's connection, or an upgrade */
+    int upgrade;         /* an allowed Upgrade request: HTTP/1.1 upstream, headers kept */
+    struct wf_tun *tun;  /* relaying raw bytes both ways, or NULL */
 
     /* upstream */
     wf_uconn *uc;
@@ -304,6 +345,12 @@ struct wf_dconn {
     int proto_known;      /* the first bytes told HTTP/1.1 from the HTTP/2 preface */
     char pre[24];         /* the preface's first bytes while too few arrived to tell */
     size_t pre_len;
+    int l4;               /* on an opaque (TCP) listener: bytes go to tunnel.c */
+    char *hello;          /* SNI listener: the ClientHello's bytes while they arrive */
+    size_t hello_len;
+    uint64_t last_ms;     /* last read or response end, for the idle timeout */
+    int shut;             /* our writing was shut (a tunnel's half-close) */
+    int eof;              /* the client's input ended */
 };
 
 struct wf_uconn {
@@ -326,6 +373,11 @@ struct wf_uconn {
     int got_bytes;      /* any response bytes on this exchange */
     int head_sent;      /* request head written */
     wf_tls_conn *tls;   /* or NULL */
+    uint32_t n_requests; /* exchanges carried, for max_requests_per_connection */
+    uint64_t idle_deadline; /* in the pool: closed at this time (ms), the cluster's idle timeout */
+    int shut;            /* our writing was shut (a tunnel's half-close) */
+    int eof;             /* the endpoint's input ended */
+    int upgraded;        /* answered 101 to an upgrade: the rest is the tunnel's */
 };
 
 /* Options of the proxy role. */

@@ -14,6 +14,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
 #include <signal.h>
@@ -182,6 +183,7 @@ static void report_handle(uv_handle_t *h, void *arg)
 }
 
 static void wake(wf_worker *w);
+static int open_listeners(wf_worker *w);
 
 static void wake_cb(uv_async_t *a)
 {
@@ -193,7 +195,16 @@ static void wake_cb(uv_async_t *a)
  * never keeps the loop alive by itself. */
 static void tick_cb(uv_timer_t *t)
 {
-    wake(t->data);
+    wf_worker *w = t->data;
+    uint64_t now = uv_now(&w->loop);
+
+    wake(w);
+    if (now - w->swept_ms >= 1000) {
+        /* Idle connections past their timeouts, once a second. */
+        w->swept_ms = now;
+        wf_downstream_sweep(w, now);
+        wf_pools_sweep(w, now);
+    }
 }
 
 static void wake(wf_worker *w)
@@ -203,6 +214,8 @@ static void wake(wf_worker *w)
 
     if (next && adopt(w, next) < 0)
         wf_snapshot_unref(next);
+    else if (next && !drain && !w->stopped)
+        open_listeners(w); /* a snapshot may add listeners */
     if (drain && !w->stopped) {
         close_listeners(w);
         wf_downstream_close_all(w, drain == 1);
@@ -212,20 +225,36 @@ static void wake(wf_worker *w)
     }
 }
 
+/* Starts listening on the sockets the main thread bound for listeners
+ * this worker has not opened yet (all at start, new ones with a snapshot
+ * that added them). */
+static int open_listeners(wf_worker *w)
+{
+    int rc = 0;
+
+    for (size_t i = w->n_listeners; i < w->snap->n_ls; i++) {
+        uv_tcp_init(&w->loop, &w->listeners[i]);
+        w->listeners[i].data = (void *)(uintptr_t)i;
+        w->n_listeners = i + 1;
+        if (w->listener_fds[i] < 0)
+            continue; /* could not be bound (warned) */
+        if (uv_tcp_open(&w->listeners[i], w->listener_fds[i]) < 0 ||
+            uv_listen((uv_stream_t *)&w->listeners[i], 1024, wf_downstream_accept) < 0) {
+            WF_ERROR("worker %d: cannot listen on its socket for listener %s", w->id,
+                     w->snap->ls[i].name);
+            rc = -1;
+        }
+    }
+    return rc;
+}
+
 static void worker_main(void *arg)
 {
     wf_worker *w = arg;
 
     wf_host_set_worker(w);
-    for (size_t i = 0; i < w->n_listeners; i++) {
-        uv_tcp_init(&w->loop, &w->listeners[i]);
-        w->listeners[i].data = (void *)(uintptr_t)i;
-        if (uv_tcp_open(&w->listeners[i], w->listener_fds[i]) < 0 ||
-            uv_listen((uv_stream_t *)&w->listeners[i], 1024, wf_downstream_accept) < 0) {
-            WF_ERROR("worker %d: cannot listen on its socket for listener %zu", w->id, i);
-            exit(1);
-        }
-    }
+    if (open_listeners(w) < 0)
+        exit(1);
     atomic_fetch_add(&started, 1);
     uv_run(&w->loop, UV_RUN_DEFAULT);
     /* Free what the loop's close callbacks no longer use. */
@@ -243,8 +272,11 @@ static void worker_main(void *arg)
 }
 
 /* A listening socket of its own for each worker: SO_REUSEPORT lets the
- * kernel spread connections over the workers without a shared accept. */
-static int listen_fd(const char *host, int port, char *err, size_t errlen)
+ * kernel spread connections over the workers without a shared accept.
+ * Without reuseport the socket is the process's alone (the workers share
+ * it): binding a port another process holds then fails, as it must for a
+ * TCP service's port. */
+static int listen_fd(const char *host, int port, int reuseport, char *err, size_t errlen)
 {
     struct sockaddr_in sa;
     int fd, one = 1;
@@ -258,7 +290,7 @@ static int listen_fd(const char *host, int port, char *err, size_t errlen)
     }
     fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0 ||
+        (reuseport && setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) < 0) ||
         bind(fd, (struct sockaddr *)&sa, sizeof(sa)) < 0 || listen(fd, 1024) < 0) {
         snprintf(err, errlen, "cannot listen on %s:%d: %s (is another process using it?)", host,
                  port, strerror(errno));
@@ -421,8 +453,9 @@ static void unbind_listeners(int close_fds)
 {
     for (int i = 0; i < WF_MAX_WORKERS; i++) {
         wf_worker *w = &workers[i];
-        for (size_t k = 0; close_fds && w->listener_fds && k < w->n_listeners; k++)
-            if (w->listener_fds[k] > 0)
+        /* Sockets a worker opened are its loop's; the rest are closed here. */
+        for (size_t k = close_fds ? 0 : w->n_listeners; w->listener_fds && k < n_bound; k++)
+            if (w->listener_fds[k] >= 0)
                 close(w->listener_fds[k]);
         free(w->listeners);
         free(w->listener_fds);
@@ -437,11 +470,46 @@ static void unbind_listeners(int close_fds)
     n_bound = 0;
 }
 
+/* Binds listener k for every worker.  An optional one (a TCP service's own
+ * port, or one added after start-up) is one socket shared by the workers,
+ * and failing to bind it is a warning: the rest of the mesh still works. */
+static int bind_one(size_t k, const char *name, const char *host, int port, int optional,
+                    char *err, size_t errlen)
+{
+    char why[512];
+
+    for (int i = 0; i < (int)opts->concurrency; i++) {
+        wf_worker *w = &workers[i];
+        if (optional && i > 0) {
+            int fd0 = workers[0].listener_fds[k];
+            w->listener_fds[k] = fd0 < 0 ? -1 : fcntl(fd0, F_DUPFD_CLOEXEC, 0);
+            continue;
+        }
+        w->listener_fds[k] = listen_fd(host, port, !optional, why, sizeof(why));
+        if (w->listener_fds[k] >= 0)
+            continue;
+        if (!optional) {
+            snprintf(err, errlen, "listener %s: %s", name, why);
+            return -1;
+        }
+        WF_WARN("listener %s: %s; connections to it through this proxy fail until it can "
+                "bind (give each proxy its own outbound address with --outbound ADDR:PORT, then "
+                "restart it)",
+                name, why);
+    }
+    return 0;
+}
+
 /* Binds every listener of s once per worker and remembers the set: it is
  * the proxy's for the rest of its life. */
 static int bind_listeners(const wf_snapshot *s, int nw, char *err, size_t errlen)
 {
-    if (!(bound = calloc(s->n_ls + 1, sizeof(*bound)))) {
+    if (s->n_ls > WF_MAX_LISTENERS) {
+        snprintf(err, errlen, "%zu listeners: more than the %d a proxy serves", s->n_ls,
+                 WF_MAX_LISTENERS);
+        return -1;
+    }
+    if (!(bound = calloc(WF_MAX_LISTENERS, sizeof(*bound)))) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -454,22 +522,22 @@ static int bind_listeners(const wf_snapshot *s, int nw, char *err, size_t errlen
     for (int i = 0; i < nw; i++) {
         wf_worker *w = &workers[i];
         w->id = i;
-        w->n_listeners = s->n_ls;
-        w->listeners = calloc(s->n_ls + 1, sizeof(uv_tcp_t));
-        w->listener_fds = calloc(s->n_ls + 1, sizeof(int));
+        w->n_listeners = 0; /* opened by the worker itself */
+        /* Room for listeners added later (TCP services appear with their
+         * configuration); pages never touched cost no memory. */
+        w->listeners = calloc(WF_MAX_LISTENERS, sizeof(uv_tcp_t));
+        w->listener_fds = malloc(WF_MAX_LISTENERS * sizeof(int));
         if (!w->listeners || !w->listener_fds) {
             snprintf(err, errlen, "out of memory");
             return -1;
         }
-        for (size_t k = 0; k < s->n_ls; k++) {
-            char why[512];
-            w->listener_fds[k] = listen_fd(s->ls[k].host, s->ls[k].port, why, sizeof(why));
-            if (w->listener_fds[k] < 0) {
-                snprintf(err, errlen, "listener %s: %s", s->ls[k].name, why);
-                return -1;
-            }
-        }
+        for (size_t k = 0; k < WF_MAX_LISTENERS; k++)
+            w->listener_fds[k] = -1;
     }
+    for (size_t k = 0; k < s->n_ls; k++)
+        if (bind_one(k, s->ls[k].name, s->ls[k].host, s->ls[k].port, s->ls[k].optional, err,
+                     errlen) < 0)
+            return -1;
     return 0;
 }
 
@@ -597,15 +665,31 @@ static int align_listeners(json_t *bundle)
     json_array_foreach(ls, j, l)
     {
         const char *name = json_string_value(json_object_get(l, "name"));
-        char addr[96], host[64];
+        char addr[96], host[64], why[600];
         int port;
         if (used[j] || !name || json_object_get(warned_extra, name))
             continue;
         listener_addr(l, addr, sizeof(addr), host, sizeof(host), &port);
-        WF_WARN("listener %s (%s) is new in the configuration and is not served: listeners are "
-                "bound once, at start-up (restart the proxy to serve it)",
-                name, addr);
-        json_object_set_new(warned_extra, name, json_true());
+        if (n_bound == WF_MAX_LISTENERS) {
+            WF_WARN("listener %s (%s) is new in the configuration and is not served: the proxy "
+                    "already serves %d listeners, its most",
+                    name, addr, WF_MAX_LISTENERS);
+            json_object_set_new(warned_extra, name, json_true());
+            continue;
+        }
+        /* A new listener (a TCP service appeared): bound now, opened by
+         * the workers when they adopt this configuration. */
+        bind_one(n_bound, name, host, port, 1, why, sizeof(why));
+        bound[n_bound].name = strdup(name);
+        snprintf(bound[n_bound].host, sizeof(bound[n_bound].host), "%s", host);
+        bound[n_bound].port = port;
+        n_bound++;
+        WF_INFO("listener %s (%s) added", name, addr);
+        if (json_array_append(out, l) < 0) {
+            json_decref(out);
+            free(used);
+            return -1;
+        }
     }
     free(used);
     return json_object_set_new(bundle, "listeners", out);

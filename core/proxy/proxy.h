@@ -36,7 +36,12 @@ int wf_ident_set(const char *chain_pem, const char *key_pem, const char *roots, 
 /* Any thread: a new reference to the current context, or NULL before the
  * first certificate. */
 wf_tls_ctx *wf_ident_server(void);
+/* The client context offering ALPN h2 (between proxies, and xDS). */
 wf_tls_ctx *wf_ident_client(void);
+/* The client context by what it offers: WebSocket goes over HTTP/1.1, an
+ * opaque TCP stream offers nothing. */
+enum { WF_ALPN_H2 = 0, WF_ALPN_H1 = 1, WF_ALPN_NONE = 2, WF_ALPN_COUNT = 3 };
+wf_tls_ctx *wf_ident_client_alpn(int alpn);
 int wf_ident_ready(void);
 /* The SPIFFE ID of the current certificate, or NULL (main thread). */
 const char *wf_ident_id(void);
@@ -231,6 +236,42 @@ void wf_h2d_goaway(wf_dconn *dc);
 void wf_h2d_close_streams(wf_dconn *dc);
 /* ... and the session is freed from the handle's close callback. */
 void wf_h2d_free(wf_dconn *dc);
+
+/* ---- tunnel.c: opaque byte streams (TCP listeners, upgrades) ---- */
+/* A connection on an opaque listener is ready (plaintext accepted, or its
+ * TLS handshake done): connects at once unless the listener routes by SNI. */
+void wf_tunnel_ready(wf_dconn *dc);
+/* Client bytes of an opaque listener's connection or of an open tunnel. */
+void wf_tunnel_down_bytes(wf_dconn *dc, const char *data, size_t len);
+/* Endpoint bytes of a tunnel. */
+void wf_tunnel_up_bytes(wf_stream *s, const char *data, size_t len);
+/* Each side's end of input (EOF or close_notify): shuts the other side's
+ * writing once its queue is out. */
+void wf_tunnel_down_eof(wf_stream *s);
+void wf_tunnel_up_eof(wf_stream *s);
+/* A shutdown asked by wf__dc_shutdown (upstream 0) or wf_upstream_shutdown
+ * (upstream 1) completed. */
+void wf_tunnel_shut_done(wf_stream *s, int upstream);
+/* upstream.c: a TCP tunnel's endpoint is connected and its TLS done. */
+void wf_tunnel_up_ready(wf_stream *s);
+/* An allowed upgrade got its 101: prepares the tunnel (-1: out of memory) ... */
+int wf_tunnel_upgrade(wf_stream *s);
+/* ... which opens once the 101 went out to the client. */
+void wf_tunnel_begin(wf_stream *s);
+/* 1 when s relays raw bytes now. */
+int wf_tunnel_open(const wf_stream *s);
+/* The stream is being freed. */
+void wf__tunnel_free(wf_stream *s);
+/* downstream.c: shuts the client connection's writing after its queue
+ * (TLS: close_notify first). */
+void wf__dc_shutdown(wf_dconn *dc);
+/* upstream.c: the same toward the endpoint. */
+void wf_upstream_shutdown(wf_stream *s);
+/* Idle connections: closes client connections without a stream past their
+ * listener's idle timeout, and pooled endpoint connections past their
+ * cluster's (the worker's tick). */
+void wf_downstream_sweep(wf_worker *w, uint64_t now_ms);
+void wf_pools_sweep(wf_worker *w, uint64_t now_ms);
 
 /* ---- admin.c ---- */
 int wf_admin_start(uv_loop_t *loop, const char *addr, char *err, size_t errlen);

@@ -69,12 +69,33 @@ static void up_tls_free(wf_up_tls *t)
     free(t);
 }
 
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void listener_free(wf_listener *l)
+{
+    chain_free(&l->chain);
+    free(l->name);
+    for (size_t i = 0; i < l->n_l4; i++) {
+        wf_l4_route *r = &l->l4[i];
+        free(r->name);
+        strv_free(r->server_names, r->n_server_names);
+        for (size_t k = 0; k < r->n_dests; k++)
+            free(r->dests[k].cluster_name);
+        free(r->dests);
+    }
+    free(l->l4);
+    strv_free(l->upgrades, l->n_upgrades);
+}
+
 static void snapshot_free(wf_snapshot *s)
 {
-    for (size_t i = 0; i < s->n_ls; i++) {
-        chain_free(&s->ls[i].chain);
-        free(s->ls[i].name);
-    }
+    for (size_t i = 0; i < s->n_ls; i++)
+        listener_free(&s->ls[i]);
     free(s->ls);
     for (size_t i = 0; i < s->n_cls; i++) {
         free(s->cls[i].name);
@@ -303,6 +324,15 @@ static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
         if (wf_map_put(&s->cluster_by_name, cl->name, strlen(cl->name), (void *)(uintptr_t)(i + 1)))
             return -1;
         cl->h2 = json_object_get(c, "http2_protocol_options") != NULL;
+        {
+            json_t *hpo = json_object_get(c, "common_http_protocol_options");
+            json_t *mr = json_object_get(hpo, "max_requests_per_connection");
+            cl->idle_timeout_ms = parse_duration_ms(
+                json_string_value(json_object_get(hpo, "idle_timeout")), 3600 * 1000);
+            cl->max_rq_per_cx = json_is_integer(mr) && json_integer_value(mr) > 0
+                                    ? (uint32_t)json_integer_value(mr)
+                                    : 0;
+        }
         if (build_cluster_tls(cl, c, err, errlen) < 0)
             return -1;
 #define CSTAT(field, suffix)                                                                       \
@@ -523,6 +553,120 @@ static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *
     return l->route_table ? build_route_cfgs(c, l->route_table, err, errlen) : 0;
 }
 
+/* An array of strings as an owned vector (lower case when lower). */
+static int strv_dup(json_t *arr, int lower, char ***out, size_t *n)
+{
+    size_t i;
+    json_t *v;
+
+    *n = 0;
+    if (!(*out = calloc(json_array_size(arr) + 1, sizeof(char *))))
+        return -1;
+    json_array_foreach(arr, i, v)
+    {
+        char *c;
+        if (!json_is_string(v))
+            continue;
+        if (!(c = strdup(json_string_value(v))))
+            return -1;
+        for (char *q = c; lower && *q; q++)
+            if (*q >= 'A' && *q <= 'Z')
+                *q = (char)(*q + 32);
+        (*out)[(*n)++] = c;
+    }
+    return 0;
+}
+
+#define TCP_PROXY_FILTER "envoy.filters.network.tcp_proxy"
+
+/* A filter chain's tcp_proxy: its destinations, idle timeout and server
+ * names.  The clusters are resolved now; a missing one is reported when a
+ * connection needs it. */
+static int build_l4_route(wf_snapshot *s, wf_listener *l, json_t *fc, json_t *tp, char *err,
+                          size_t errlen)
+{
+    wf_l4_route *r = &l->l4[l->n_l4++];
+    json_t *one = json_object_get(tp, "cluster"), *wc, *d;
+    json_t *idle = json_object_get(tp, "idle_timeout");
+    const char *sp = json_string_value(json_object_get(tp, "stat_prefix"));
+    char id[600];
+    size_t i;
+
+    r->name = strdup(json_string_value(json_object_get(fc, "name")) ?: l->name);
+    if (!r->name || strv_dup(json_object_get(json_object_get(fc, "filter_chain_match"),
+                                             "server_names"),
+                             1, &r->server_names, &r->n_server_names) < 0)
+        return -1;
+    l->sni |= r->n_server_names > 0;
+    r->idle_timeout_ms = parse_duration_ms(json_string_value(idle), idle ? 0 : 3600 * 1000);
+    wc = json_object_get(json_object_get(tp, "weighted_clusters"), "clusters");
+    if (!(r->dests = calloc(json_array_size(wc) + 1, sizeof(*r->dests))))
+        return -1;
+    if (json_is_string(one)) {
+        r->dests[0].cluster_name = strdup(json_string_value(one));
+        r->dests[0].weight = 1;
+        r->n_dests = 1;
+    } else {
+        json_array_foreach(wc, i, d)
+        {
+            const char *cn = json_string_value(json_object_get(d, "name"));
+            json_int_t wt = json_integer_value(json_object_get(d, "weight"));
+            if (!cn || wt <= 0)
+                continue;
+            r->dests[r->n_dests].cluster_name = strdup(cn);
+            r->dests[r->n_dests++].weight = (uint32_t)wt;
+        }
+    }
+    if (r->n_dests == 0) {
+        snprintf(err, errlen,
+                 "listener %s, filter chain %s: tcp_proxy has neither \"cluster\" nor "
+                 "\"weighted_clusters\" with a positive weight",
+                 l->name, r->name);
+        return -1;
+    }
+    for (i = 0; i < r->n_dests; i++) {
+        if (!r->dests[i].cluster_name)
+            return -1;
+        r->dests[i].cluster = wf_snapshot_cluster(s, r->dests[i].cluster_name);
+        r->total_weight += r->dests[i].weight;
+    }
+#define TSTAT(field, suffix)                                                                       \
+    snprintf(id, sizeof(id), "tcp.%s." suffix, sp ? sp : r->name);                                \
+    r->field = wf_stat_id(id);
+    TSTAT(st_cx_total, "downstream_cx_total");
+    TSTAT(st_rx_bytes, "downstream_cx_rx_bytes_total");
+    TSTAT(st_tx_bytes, "downstream_cx_tx_bytes_total");
+    TSTAT(st_idle_timeout, "idle_timeout");
+#undef TSTAT
+    return 0;
+}
+
+/* The connection manager's options for upgrades and idle connections. */
+static int build_hcm_opts(wf_listener *l, json_t *hcm)
+{
+    json_t *uc = json_object_get(hcm, "upgrade_configs"), *u, *types = json_array();
+    json_t *hpo = json_object_get(hcm, "common_http_protocol_options");
+    size_t i;
+    int r;
+
+    l->idle_timeout_ms =
+        parse_duration_ms(json_string_value(json_object_get(hpo, "idle_timeout")), 3600 * 1000);
+    l->stream_idle_timeout_ms = parse_duration_ms(
+        json_string_value(json_object_get(hcm, "stream_idle_timeout")), 300 * 1000);
+    if (!types)
+        return -1;
+    json_array_foreach(uc, i, u)
+    {
+        json_t *en = json_object_get(u, "enabled");
+        if (en && json_is_false(en))
+            continue;
+        json_array_append(types, json_object_get(u, "upgrade_type"));
+    }
+    r = strv_dup(types, 1, &l->upgrades, &l->n_upgrades);
+    json_decref(types);
+    return r;
+}
+
 static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *wl, char *err,
                            size_t errlen)
 {
@@ -572,6 +716,33 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
                 has_plain = 1;
         }
         l->tls = has_tls && has_plain ? WF_LTLS_PERMISSIVE : has_tls ? WF_LTLS_STRICT : WF_LTLS_PLAIN;
+        /* Opaque listeners: every chain a tcp_proxy (the inbound side of
+         * a TCP app has one per transport, the same route). */
+        json_array_foreach(chains, k, fc)
+        {
+            json_t *f0 = json_array_get(json_object_get(fc, "filters"), 0);
+            const char *fname = json_string_value(json_object_get(f0, "name"));
+            if (!fname || strcmp(fname, TCP_PROXY_FILTER) != 0)
+                continue;
+            if (!l->l4 && !(l->l4 = calloc(json_array_size(chains), sizeof(*l->l4))))
+                return -1;
+            if (build_l4_route(s, l, fc, json_object_get(f0, "typed_config"), err, errlen) < 0)
+                return -1;
+        }
+        if (l->n_l4) {
+            if (l->n_l4 != json_array_size(chains)) {
+                snprintf(err, errlen,
+                         "listener %s mixes tcp_proxy and HTTP filter chains: weft serves a "
+                         "listener either as opaque TCP or as HTTP",
+                         l->name);
+                return -1;
+            }
+            /* A port of its own per TCP service, bound on the outbound address. */
+            l->optional = !l->inbound;
+            continue;
+        }
+        if (build_hcm_opts(l, hcm) < 0)
+            return -1;
         l->route_table = json_object_get(hcm, "route_config");
         if (build_chain(l, json_object_get(hcm, "http_filters"), wl, err, errlen) < 0)
             return -1;

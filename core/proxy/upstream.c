@@ -150,6 +150,28 @@ int wf_upstream_ready(const wf_stream *s)
     return s->uc && s->uc->head_sent;
 }
 
+/* "te: trailers" is the one te an endpoint gets (gRPC needs it). */
+static int is_te_trailers(const wf_hdr *x)
+{
+    return x->name.len == 2 && strncasecmp(x->name.p, "te", 2) == 0 && x->value.len == 8 &&
+           strncasecmp(x->value.p, "trailers", 8) == 0;
+}
+
+/* Body bytes that arrived while connecting go out first. */
+static void flush_pending(wf_uconn *uc)
+{
+    wf_stream *s = uc->s;
+
+    for (wf_chunk *c = s->pending, *n; c; c = n) {
+        n = c->next;
+        write_body(uc, c->data, c->len, 0);
+        free(c);
+    }
+    s->pending = NULL;
+    s->pending_tail = &s->pending;
+    s->pending_len = 0;
+}
+
 /* Serialises the request head (origin-form, Host from :authority). */
 static void uc_send_head(wf_uconn *uc)
 {
@@ -158,6 +180,15 @@ static void uc_send_head(wf_uconn *uc)
     wf_str method = {"GET", 3}, path = {"/", 1}, auth = {"", 0};
     size_t cap = 128, len = 0;
     char *p;
+
+    if (s->tun) {
+        /* A TCP tunnel: no head, the client's bytes so far, then raw. */
+        uc->head_sent = 1;
+        flush_pending(uc);
+        wf_tunnel_up_ready(s);
+        wf_stream_upstream_writable(s);
+        return;
+    }
 
     for (uint32_t i = 0; i < h->n; i++) {
         const wf_hdr *x = &h->v[i];
@@ -191,12 +222,21 @@ static void uc_send_head(wf_uconn *uc)
         const wf_hdr *x = &h->v[i];
         /* Framing and connection headers are the proxy's own, even if a
          * filter added one. */
-        if (x->name.p[0] == ':' || wf_http_hop_by_hop(&x->name))
+        if (x->name.p[0] == ':' || (wf_http_hop_by_hop(&x->name) && !is_te_trailers(x)))
             continue;
         PUT(x->name.p, x->name.len);
         PUT(": ", 2);
         PUT(x->value.p, x->value.len);
         PUT("\r\n", 2);
+    }
+    if (s->upgrade) {
+        /* An allowed upgrade keeps its headers (downstream.c checked it). */
+        wf_str up;
+        if (wf_hdrs_get(h, "upgrade", 7, &up)) {
+            PUT("upgrade: ", 9);
+            PUT(up.p, up.len);
+            PUT("\r\nconnection: upgrade\r\n", 23);
+        }
     }
     if (s->req_chunked)
         PUT("transfer-encoding: chunked\r\n", 28);
@@ -210,15 +250,7 @@ static void uc_send_head(wf_uconn *uc)
     }
     uc->head_sent = 1;
     s->up_start_ms = uv_now(&uc->w->loop);
-    /* Body bytes that arrived while connecting, then the end if seen. */
-    for (wf_chunk *c = s->pending, *n; c; c = n) {
-        n = c->next;
-        write_body(uc, c->data, c->len, 0);
-        free(c);
-    }
-    s->pending = NULL;
-    s->pending_tail = &s->pending;
-    s->pending_len = 0;
+    flush_pending(uc);
     if (s->req_done)
         write_body(uc, NULL, 0, 1);
     wf_stream_upstream_writable(s);
@@ -263,7 +295,7 @@ static int on_headers_complete(llhttp_t *p)
 {
     wf_uconn *uc = UC(p);
     wf_stream *s = uc->s;
-    int status = p->status_code;
+    int status = p->status_code, head;
     wf_attempt a;
 
     if (status >= 100 && status < 200 && status != 101) {
@@ -272,6 +304,11 @@ static int on_headers_complete(llhttp_t *p)
         s->resp.n = 0;
         return 0;
     }
+    if (status == 101 && (!s->upgrade || !p->upgrade || wf_tunnel_upgrade(s) < 0)) {
+        llhttp_set_error_reason(p, "101 Switching Protocols without an upgrade asked for");
+        return HPE_USER;
+    }
+    uc->upgraded = status == 101;
     wf_status3((char *)s->resp.v[0].value.p, status);
     /* Drop the upstream's hop-by-hop headers; keep content-length so that
      * the client gets the same framing when no filter changes the body. */
@@ -279,15 +316,17 @@ static int on_headers_complete(llhttp_t *p)
     wf_hdrs_remove(&s->resp, "keep-alive", 10);
     wf_hdrs_remove(&s->resp, "transfer-encoding", 17);
     wf_hdrs_remove(&s->resp, "proxy-connection", 16);
-    wf_hdrs_remove(&s->resp, "upgrade", 7);
+    if (!uc->upgraded)
+        wf_hdrs_remove(&s->resp, "upgrade", 7);
     if (p->flags & F_CHUNKED)
         wf_hdrs_remove(&s->resp, "content-length", 14);
     s->up_time_us = (uv_now(&uc->w->loop) - s->up_start_ms) * 1000;
     a = (wf_attempt){.size = sizeof(a), .number = s->attempts, .result = WF_ATTEMPT_RESPONSE,
                      .status = status};
     wf_chain_attempt_done(s, &a);
+    head = s->head; /* the response head may end s (the client gone) */
     wf_stream_response_head(s);
-    return s->head ? 1 : 0;
+    return uc->upgraded ? 2 : head ? 1 : 0;
 }
 
 static int on_body(llhttp_t *p, const char *at, size_t len)
@@ -306,8 +345,8 @@ static int on_message_complete(llhttp_t *p)
 
     if (!s)
         return HPE_USER;
-    if (s->resp.n == 0)
-        return 0; /* an interim response ended */
+    if (s->resp.n == 0 || uc->upgraded)
+        return 0; /* an interim response ended, or the tunnel begins */
     uc->keepalive = llhttp_should_keep_alive(p) && s->req_done;
     uc->done = 1;
     /* The end is delivered by read_cb once llhttp_execute has returned:
@@ -362,6 +401,20 @@ static void uc_read_end(wf_uconn *uc, ssize_t nread)
         uc_close(uc);
         return;
     }
+    uc->eof = 1;
+    if (s->tun && wf_tunnel_open(s)) {
+        if (nread == UV_EOF) {
+            if (uc->reading) {
+                uc->reading = 0;
+                uv_read_stop((uv_stream_t *)&uc->tcp);
+            }
+            wf_tunnel_up_eof(s); /* half-close: the client's direction goes on */
+        } else {
+            s->flags = "UR";
+            wf__dc_close(s->dc);
+        }
+        return;
+    }
     if (uc->got_bytes && s->resp_started) {
         /* A close-delimited body ends at EOF; anything else is cut. */
         llhttp_finish(&uc->parser);
@@ -398,9 +451,21 @@ static void uc_on_bytes(wf_uconn *uc, const char *data, size_t len)
     enum llhttp_errno e;
 
     uc->got_bytes = 1;
+    if (s->tun && (uc->upgraded || !s->upgrade)) {
+        wf_tunnel_up_bytes(s, data, len); /* raw: TCP, or after the 101 */
+        return;
+    }
     e = llhttp_execute(&uc->parser, data, len);
     if (uc->s != s)
         return; /* the stream went away while parsing (client closed) */
+    if (e == HPE_PAUSED_UPGRADE && uc->upgraded) {
+        /* What follows the 101's head is the tunnel's. */
+        const char *pos = llhttp_get_error_pos(&uc->parser);
+        size_t used = pos ? (size_t)(pos - data) : len;
+        if (used < len && s->tun)
+            wf_tunnel_up_bytes(s, data + used, len - used);
+        return;
+    }
     if (uc->done) {
         wf_stream_response_end(s);
         return;
@@ -495,7 +560,7 @@ void wf_upstream_read_control(wf_stream *s, int on)
         wf_h2u_read_control(s, on);
         return;
     }
-    if (!uc || uc->closing || !uc->connected || uc->reading == on)
+    if (!uc || uc->closing || !uc->connected || uc->reading == on || (on && uc->eof))
         return;
     uc->reading = on;
     if (on)
@@ -510,6 +575,8 @@ static void attach(wf_uconn *uc, wf_stream *s)
 {
     uc->s = s;
     s->uc = uc;
+    uc->n_requests++;
+    uc->upgraded = 0;
     uc->got_bytes = 0;
     uc->head_sent = 0;
     uc->done = 0;
@@ -546,7 +613,11 @@ static int uc_tls_begin(wf_uconn *uc, const wf_up_tls *t, char *why, size_t whyl
                           .peer_ids = (const char *const *)t->sans,
                           .n_peer_ids = t->n_sans,
                           .session = &uc->pool->session};
-    wf_tls_ctx *ctx = t->istio ? wf_ident_client() : t->ctx;
+    /* Between proxies: HTTP/2, except a TCP tunnel (no ALPN) and an
+     * upgrade (HTTP/1.1). */
+    int alpn = !uc->s ? WF_ALPN_H2 : uc->s->upgrade ? WF_ALPN_H1 : uc->s->tun ? WF_ALPN_NONE
+                                                                              : WF_ALPN_H2;
+    wf_tls_ctx *ctx = t->istio ? wf_ident_client_alpn(alpn) : t->ctx;
     char *e = NULL;
 
     if (!ctx) {
@@ -622,12 +693,12 @@ void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
     memcpy(s->upstream_host, ep->hostport, sizeof(s->upstream_host));
     wf_stat_add(w, WF_ST_UPSTREAM_RQ_TOTAL, 1);
     wf_stat_add(w, s->cluster->st_rq_total, 1);
-    if (ep->h2) {
+    if (ep->h2 && !s->tun && !s->upgrade) {
         wf_h2u_start(s, ep, pool); /* multiplexed on the pool's HTTP/2 connection */
         return;
     }
 
-    while ((uc = pool->idle)) {
+    while (!s->tun && !s->upgrade && (uc = pool->idle)) {
         pool->idle = uc->next_idle;
         pool->n_idle--;
         uc->next_idle = NULL;
@@ -684,8 +755,11 @@ void wf_upstream_detach(wf_stream *s)
     if (uc->closing)
         return;
     if (uc->done && uc->keepalive && !uc->wq.failed && uc->wq.queued == 0 &&
-        !atomic_load(&uc->w->drain) && uc->pool->n_idle < POOL_IDLE_MAX) {
+        !atomic_load(&uc->w->drain) && uc->pool->n_idle < POOL_IDLE_MAX &&
+        !(s->cluster && s->cluster->max_rq_per_cx && uc->n_requests >= s->cluster->max_rq_per_cx)) {
         /* Back to the pool; keep reading to notice the endpoint closing. */
+        uc->idle_deadline = uv_now(&uc->w->loop) + (s->cluster ? s->cluster->idle_timeout_ms
+                                                               : 3600 * 1000);
         uc->next_idle = uc->pool->idle;
         uc->pool->idle = uc;
         uc->pool->n_idle++;
@@ -696,6 +770,43 @@ void wf_upstream_detach(wf_stream *s)
         return;
     }
     uc_close(uc);
+}
+
+static void uc_shut_done(void *data, int status)
+{
+    wf_uconn *uc = data;
+
+    if (uc->closing || !uc->s)
+        return;
+    if (status < 0)
+        wf__dc_close(uc->s->dc); /* the endpoint is gone: end the tunnel */
+    else
+        wf_tunnel_shut_done(uc->s, 1);
+}
+
+void wf_upstream_shutdown(wf_stream *s)
+{
+    wf_uconn *uc = s->uc;
+
+    if (!uc || uc->closing || uc->shut)
+        return;
+    uc->shut = 1;
+    if (uc->tls)
+        wf_tls_close_notify(uc->tls); /* TLS's end of data, ahead of TCP's */
+    if (wf_shutdown((uv_stream_t *)&uc->tcp, uc_shut_done, uc) < 0)
+        wf__dc_close(s->dc);
+}
+
+void wf_pools_sweep(wf_worker *w, uint64_t now)
+{
+    for (size_t i = 0; i < w->pools.cap; i++) {
+        wf_pool *p = w->pools.e && w->pools.e[i].key ? w->pools.e[i].value : NULL;
+        for (wf_uconn *uc = p ? p->idle : NULL, *next; uc; uc = next) {
+            next = uc->next_idle;
+            if (now >= uc->idle_deadline)
+                uc_close(uc); /* removes itself from the list */
+        }
+    }
 }
 
 void wf_pools_close(wf_worker *w)

@@ -7,15 +7,18 @@
  * Connections: one per pool (endpoint and transport) on each worker
  * carries every stream toward that endpoint.  Another one opens only when
  * the first is at the peer's SETTINGS_MAX_CONCURRENT_STREAMS or can take
- * no new stream (GOAWAY received); the old one finishes its streams and
- * closes.  A connection without streams stays pooled and closes after
+ * no new stream (GOAWAY received, or it started the cluster's
+ * max_requests_per_connection streams); the old one finishes its streams
+ * and closes.  A connection without streams stays pooled and closes after
  * H2U_IDLE_MS, when its pool is retired, or when the worker drains.
  *
  * Memory and flow control, per stream:
  *  - request body: bytes from the client wait in the stream's own buffer
- *    until nghttp2 pulls them (the peer's windows and the socket allow);
- *    above WF_WRITE_HIGH_WATER the client side stops
- *    (wf_stream_request_flow) and it resumes below half of that.
+ *    (a wf_chunkq) until nghttp2 pulls them (the peer's windows and the
+ *    socket allow); above WF_WRITE_HIGH_WATER the client side stops
+ *    (wf_stream_request_flow) and it resumes below half of that.  An
+ *    HTTP/2 client's request trailers follow the body as a HEADERS frame
+ *    that ends the stream.
  *  - response body: handed to the downstream at once; the stream's window
  *    is given back (WINDOW_UPDATE) only while the downstream keeps up, so
  *    a slow client holds at most its own queue plus one stream window.  The
@@ -56,6 +59,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "proxy/chunkq.h"
 #include "util/log.h"
 
 #define H2U_STREAM_WINDOW (1 << 20)
@@ -74,9 +78,7 @@ struct wf_h2us {
     wf_h2uconn *c;
     wf_stream *s; /* NULL once the wf_stream left */
     int32_t id;
-    wf_chunk *body, **body_tail; /* request body not yet taken by nghttp2 */
-    size_t body_off;             /* bytes of the first chunk already taken */
-    size_t body_len;
+    wf_chunkq body;    /* request body not yet taken by nghttp2 */
     int body_end;      /* the request ends after the buffer */
     int deferred;      /* the data provider waits for bytes */
     int flow_off;      /* the client side was told to stop */
@@ -90,6 +92,10 @@ struct wf_h2us {
     size_t unconsumed; /* response bytes delivered, window not yet given back */
     size_t hdr_bytes;
     int redispatched;
+    /* The request's trailers (one allocation: the fields, then their
+     * bytes), sent after the body in place of END_STREAM on its last DATA. */
+    nghttp2_nv *trailers;
+    size_t n_trailers;
     char why[96];         /* why this side reset the stream, or "" */
     wf_h2us *prev, *next; /* on c->streams */
 };
@@ -109,6 +115,7 @@ struct wf_h2uconn {
     wf_h2us *streams;
     uint32_t n_streams;  /* in the list: attached, or still open in nghttp2 */
     uint32_t n_attached; /* with a wf_stream */
+    uint32_t n_started;  /* streams submitted, for max_requests_per_connection */
     uint64_t id;
     uint64_t connect_timeout_ms;
     int st_connect_fail; /* the cluster's counter */
@@ -148,16 +155,19 @@ static void warn_protocol(wf_h2uconn *c);
 
 /* ---- streams ---- */
 
+/* The request will not be sent (further): its buffered rest goes. */
 static void body_free(wf_h2us *h)
 {
-    for (wf_chunk *k = h->body, *n; k; k = n) {
-        n = k->next;
-        free(k);
-    }
-    h->body = NULL;
-    h->body_tail = &h->body;
-    h->body_off = 0;
-    h->body_len = 0;
+    wf_chunkq_free(&h->body);
+    free(h->trailers);
+    h->trailers = NULL;
+    h->n_trailers = 0;
+}
+
+static void stream_free(wf_h2us *h)
+{
+    body_free(h);
+    free(h);
 }
 
 static void stream_link(wf_h2uconn *c, wf_h2us *h)
@@ -232,16 +242,15 @@ static void redispatch(wf_h2us *h, wf_stream *s)
         report_failed(s, WF_ATTEMPT_RESET, "out of memory");
         return;
     }
-    n->body = h->body;
-    n->body_tail = h->body ? h->body_tail : &n->body;
-    n->body_off = h->body_off;
-    n->body_len = h->body_len;
+    wf_chunkq_init(&n->body, WF_WRITE_HIGH_WATER);
+    wf_chunkq_move(&n->body, &h->body);
     n->body_end = h->body_end;
+    n->trailers = h->trailers;
+    n->n_trailers = h->n_trailers;
+    h->trailers = NULL;
+    h->n_trailers = 0;
     n->flow_off = h->flow_off;
     n->redispatched = h->redispatched + 1;
-    h->body = NULL;
-    h->body_tail = &h->body;
-    h->body_len = h->body_off = 0;
     n->s = s;
     s->h2u = n;
     stream_launch(n, pool);
@@ -275,35 +284,30 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     wf_h2us *h = src->ptr;
-    size_t n = 0;
+    size_t n = wf_chunkq_pull(&h->body, buf, length);
 
-    while (h->body && n < length) {
-        wf_chunk *k = h->body;
-        size_t take = k->len - h->body_off;
-        if (take > length - n)
-            take = length - n;
-        memcpy(buf + n, k->data + h->body_off, take);
+    if (n)
         h->body_pulled = 1;
-        n += take;
-        h->body_off += take;
-        h->body_len -= take;
-        if (h->body_off == k->len) {
-            h->body = k->next;
-            h->body_off = 0;
-            if (!h->body)
-                h->body_tail = &h->body;
-            free(k);
-        }
-    }
-    if (!h->body && h->body_end && !h->abandoned) {
+    if (wf_chunkq_empty(&h->body) && h->body_end && !h->abandoned) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
+        if (h->n_trailers) {
+            /* The trailers end the stream (nghttp2 copies them; ours stay
+             * for a replay of the request on another stream). */
+            int r = nghttp2_submit_trailer(ng, id, h->trailers, h->n_trailers);
+            if (r != 0) {
+                snprintf(h->why, sizeof(h->why), "cannot send the request trailers: %s",
+                         nghttp2_strerror(r));
+                return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE; /* resets the stream */
+            }
+            *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        }
         return (ssize_t)n;
     }
     if (n == 0) {
         h->deferred = 1;
         return NGHTTP2_ERR_DEFERRED;
     }
-    if (h->flow_off && h->s && h->body_len < WF_WRITE_HIGH_WATER / 2) {
+    if (h->flow_off && h->s && wf_chunkq_low(&h->body)) {
         /* Room again: the client side may go on (this only re-arms its
          * reading; nothing is delivered from under nghttp2). */
         h->flow_off = 0;
@@ -345,7 +349,7 @@ static int32_t submit(wf_h2uconn *c, wf_h2us *h)
     size_t names = 0, n = 0;
     nghttp2_nv *nv;
     char *p, cl[24];
-    int has_cl = 0;
+    int has_cl = 0, bodyless;
     nghttp2_data_provider dp = {.source.ptr = h, .read_callback = read_body};
     int32_t id;
 
@@ -389,9 +393,10 @@ static int32_t submit(wf_h2uconn *c, wf_h2us *h)
         NV("content-length", 14, cl, (size_t)k);
     }
 #undef NV
-    /* nghttp2 copies the header block; a request known to be bodyless is
-     * one HEADERS frame with END_STREAM. */
-    id = nghttp2_submit_request(c->ng, NULL, nv, n, h->body_end && !h->body_len ? NULL : &dp, h);
+    /* nghttp2 copies the header block; a request known to be bodyless
+     * (and without trailers) is one HEADERS frame with END_STREAM. */
+    bodyless = h->body_end && wf_chunkq_empty(&h->body) && !h->n_trailers;
+    id = nghttp2_submit_request(c->ng, NULL, nv, n, bodyless ? NULL : &dp, h);
     free(nv);
     return id;
 }
@@ -612,8 +617,7 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
         }
     }
     stream_unlink(c, h);
-    body_free(h);
-    free(h);
+    stream_free(h);
     return 0;
 }
 
@@ -765,8 +769,7 @@ static void conn_closed(uv_handle_t *hd)
     while (c->streams) {
         wf_h2us *h = c->streams;
         stream_unlink(c, h);
-        body_free(h);
-        free(h);
+        stream_free(h);
     }
     nghttp2_session_del(c->ng);
     wf_tls_conn_free(c->tls);
@@ -1189,15 +1192,18 @@ static void conn_connect(wf_h2uconn *c)
 
 /* A connection of the pool with room for one more stream, or NULL when a
  * new one should open.  At H2U_MAX_CONNS the least loaded one is taken and
- * nghttp2 holds the stream until the peer allows it. */
-static wf_h2uconn *conn_pick(wf_pool *pool)
+ * nghttp2 holds the stream until the peer allows it.  One that started
+ * max_rq streams (the cluster's max_requests_per_connection, 0: no limit)
+ * takes no more. */
+static wf_h2uconn *conn_pick(wf_pool *pool, uint32_t max_rq)
 {
     wf_h2uconn *best = NULL;
     uint32_t best_over = 0, n = 0;
 
     for (wf_h2uconn *c = pool->h2; c; c = c->next, n++) {
         uint32_t max;
-        if (c->closing || c->failing || c->goaway || c->want_close || c->wq.failed)
+        if (c->closing || c->failing || c->goaway || c->want_close || c->wq.failed ||
+            (max_rq && c->n_started >= max_rq))
             continue;
         max = nghttp2_session_get_remote_settings(c->ng, NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS);
         if (c->n_streams < max)
@@ -1215,13 +1221,13 @@ static wf_h2uconn *conn_pick(wf_pool *pool)
 static void stream_launch(wf_h2us *h, wf_pool *pool)
 {
     wf_stream *s = h->s;
-    wf_h2uconn *c = conn_pick(pool);
+    uint32_t max_rq = s->cluster ? s->cluster->max_rq_per_cx : 0;
+    wf_h2uconn *c = conn_pick(pool, max_rq);
     int32_t id;
 
     if (!c && !(c = conn_new(pool, s))) {
         s->h2u = NULL;
-        body_free(h);
-        free(h);
+        stream_free(h);
         report_failed(s, WF_ATTEMPT_CONNECT_FAILURE, "out of memory");
         return;
     }
@@ -1234,8 +1240,7 @@ static void stream_launch(wf_h2us *h, wf_pool *pool)
             c->goaway = 1; /* stream ids exhausted: the next stream opens a new connection */
         stream_part(h);
         stream_unlink(c, h);
-        body_free(h);
-        free(h);
+        stream_free(h);
         report_failed(s, WF_ATTEMPT_RESET, detail);
         if (!c->started)
             conn_close(c, 0);
@@ -1246,10 +1251,77 @@ static void stream_launch(wf_h2us *h, wf_pool *pool)
     h->id = id;
     WF_DEBUG(CONN_FMT ": stream %d for %s %.*s", CONN_ARGS(c), id, s->upstream_host,
              (int)s->path.len, s->path.p ? s->path.p : "");
+    if (max_rq && ++c->n_started >= max_rq) {
+        /* Its last request: like after a GOAWAY, the connection finishes
+         * its streams and closes (conn_settle), and the next stream opens
+         * a new one. */
+        WF_DEBUG(CONN_FMT ": %u requests, the cluster's max_requests_per_connection", CONN_ARGS(c),
+                 c->n_started);
+        c->goaway = 1;
+    }
     if (!c->started)
         conn_connect(c); /* may fail the stream at once */
     else
         schedule_flush(c);
+}
+
+/* Moves the body the downstream queued before the stream started (the
+ * request went through its filters meanwhile) into h's buffer.  Returns
+ * 0, or -1 when out of memory (what is left stays in s->pending). */
+static int adopt_pending(wf_h2us *h, wf_stream *s)
+{
+    while (s->pending) {
+        wf_chunk *k = s->pending;
+        if (wf_chunkq_push(&h->body, k->data, k->len) < 0)
+            return -1;
+        s->pending = k->next;
+        s->pending_len -= k->len;
+        free(k);
+    }
+    s->pending_tail = &s->pending;
+    s->pending_len = 0;
+    return 0;
+}
+
+/* Copies the request trailers of s (an HTTP/2 client's) for h: they go
+ * out after the body, maybe after s and its arena are gone.  Names are
+ * lower-cased; pseudo-headers and fields HTTP/2 forbids are left out.
+ * Returns 0, or -1 when out of memory. */
+static int take_trailers(wf_h2us *h, const wf_stream *s)
+{
+    const wf_hdrs *t = &s->req_trailers;
+    size_t bytes = 0, n = 0;
+    nghttp2_nv *nv;
+    char *p;
+
+    if (h->trailers || !t->n)
+        return 0;
+    for (uint32_t i = 0; i < t->n; i++)
+        bytes += t->v[i].name.len + t->v[i].value.len;
+    if (!(nv = malloc(t->n * sizeof(*nv) + bytes + 1)))
+        return -1;
+    p = (char *)(nv + t->n);
+    for (uint32_t i = 0; i < t->n; i++) {
+        const wf_hdr *x = &t->v[i];
+        if (!x->name.len || x->name.p[0] == ':' || not_forwarded(x) || name_is(&x->name, "te"))
+            continue;
+        nv[n] = (nghttp2_nv){(uint8_t *)p, NULL, x->name.len, x->value.len, NGHTTP2_NV_FLAG_NONE};
+        for (size_t j = 0; j < x->name.len; j++) {
+            char ch = x->name.p[j];
+            *p++ = ch >= 'A' && ch <= 'Z' ? (char)(ch + 32) : ch;
+        }
+        nv[n].value = (uint8_t *)p;
+        memcpy(p, x->value.p, x->value.len);
+        p += x->value.len;
+        n++;
+    }
+    if (!n) {
+        free(nv);
+        return 0;
+    }
+    h->trailers = nv;
+    h->n_trailers = n;
+    return 0;
 }
 
 /* ---- entry points (upstream.c) ---- */
@@ -1265,20 +1337,22 @@ void wf_h2u_start(wf_stream *s, wf_endpoint *ep, wf_pool *pool)
         wf_stream_local_reply(s, 503, "out of memory\n", 14, "UF");
         return;
     }
-    /* The body read while the stream went through its filters becomes
-     * the start of this stream's buffer. */
-    h->body = s->pending;
-    h->body_tail = s->pending ? s->pending_tail : &h->body;
-    h->body_len = s->pending_len;
-    s->pending = NULL;
-    s->pending_tail = &s->pending;
-    s->pending_len = 0;
+    wf_chunkq_init(&h->body, WF_WRITE_HIGH_WATER);
     /* A request known to have no body (HTTP/1.1 without Content-Length or
      * chunking, or Content-Length 0) ends with its HEADERS: the server
      * need not wait for an empty DATA frame.  The downstream's later end
      * is then a no-op. */
-    h->body_end = s->req_done || (!h->body_len && !s->req_chunked && s->req_cl <= 0);
-    h->flow_off = h->body_len > WF_WRITE_HIGH_WATER; /* the client side stopped itself */
+    h->body_end = s->req_done || (!s->pending_len && !s->req_chunked && s->req_cl <= 0);
+    /* The body read while the stream went through its filters becomes
+     * the start of this stream's buffer. */
+    if (adopt_pending(h, s) < 0 || (h->body_end && s->req_trailers.n && take_trailers(h, s) < 0)) {
+        stream_free(h);
+        pool->active--;
+        s->pool = NULL;
+        wf_stream_local_reply(s, 503, "out of memory\n", 14, "UF");
+        return;
+    }
+    h->flow_off = wf_chunkq_full(&h->body); /* the client side stopped itself */
     h->s = s;
     s->h2u = h;
     stream_launch(h, pool);
@@ -1293,25 +1367,22 @@ void wf_h2u_body(wf_stream *s, const char *data, size_t len, int end)
 {
     wf_h2us *h = s->h2u;
     wf_h2uconn *c;
+    const char *oom = NULL;
 
     if (!h || h->abandoned || h->body_end || h->c->closing || h->c->failing)
         return;
     c = h->c;
-    if (len) {
-        wf_chunk *k = malloc(sizeof(*k) + len);
-        if (!k) {
-            snprintf(h->why, sizeof(h->why), "out of memory for the request body");
-            h->abandoned = 1;
-            nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_INTERNAL_ERROR);
-            schedule_flush(c);
-            return;
-        }
-        k->next = NULL;
-        k->len = len;
-        memcpy(k->data, data, len);
-        *h->body_tail = k;
-        h->body_tail = &k->next;
-        h->body_len += len;
+    if (wf_chunkq_push(&h->body, data, len) < 0)
+        oom = "body";
+    else if (end && s->req_trailers.n && take_trailers(h, s) < 0)
+        oom = "trailers";
+    if (oom) {
+        snprintf(h->why, sizeof(h->why), "out of memory for the request %s", oom);
+        h->abandoned = 1;
+        body_free(h);
+        nghttp2_submit_rst_stream(c->ng, NGHTTP2_FLAG_NONE, h->id, NGHTTP2_INTERNAL_ERROR);
+        schedule_flush(c);
+        return;
     }
     if (end)
         h->body_end = 1;
@@ -1320,7 +1391,7 @@ void wf_h2u_body(wf_stream *s, const char *data, size_t len, int end)
         nghttp2_session_resume_data(c->ng, h->id);
     }
     schedule_flush(c);
-    if (h->body_len > WF_WRITE_HIGH_WATER && !h->flow_off) {
+    if (wf_chunkq_full(&h->body) && !h->flow_off) {
         h->flow_off = 1;
         wf_stream_request_flow(s, 0);
     }

@@ -43,7 +43,8 @@ static const wf_flag flags[] = {
     {"app-port", WF_FLAG_INT, &opts.app_port, 1, 65535, "N",
      "the app's port on 127.0.0.1; inbound traffic goes there"},
     {"app-protocol", WF_FLAG_STR, &opts.app_protocol, 0, 0, "PROTO",
-     "what the app speaks: http, http2 or grpc (h2c with prior knowledge) (http)"},
+     "what the app speaks: http, http2 or grpc (h2c with prior knowledge), or tcp "
+     "(opaque bytes) (http)"},
     {"admin", WF_FLAG_ADDR, &opts.admin, 0, 0, "ADDR", "admin endpoints (127.0.0.1:15000)"},
     {"concurrency", WF_FLAG_INT, &opts.concurrency, 1, WF_MAX_WORKERS, "N", "worker threads (2)"},
     {"module-dir", WF_FLAG_STR, &opts.module_dir, 0, 0, "DIR",
@@ -137,8 +138,9 @@ static int run(int argc, char **argv, int first)
     for (size_t i = 0; i < plugin_dirs.n; i++)
         opts.plugin_dirs[opts.n_plugin_dirs++] = plugin_dirs.v[i];
     if (opts.app_protocol && strcmp(opts.app_protocol, "http") != 0 &&
-        strcmp(opts.app_protocol, "http2") != 0 && strcmp(opts.app_protocol, "grpc") != 0)
-        return wf_usage_error("flag --app-protocol: \"%s\" is not http, http2 or grpc",
+        strcmp(opts.app_protocol, "http2") != 0 && strcmp(opts.app_protocol, "grpc") != 0 &&
+        strcmp(opts.app_protocol, "tcp") != 0)
+        return wf_usage_error("flag --app-protocol: \"%s\" is not http, http2, grpc or tcp",
                               opts.app_protocol);
     if (opts.app_protocol && !opts.app_port)
         return wf_usage_error("flag --app-protocol needs --app-port N");

@@ -67,6 +67,12 @@
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext"
 #define UPSTREAM_TLS_TYPE                                                                          \
     "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext"
+/* Opaque TCP and TLS passthrough (docs/resources.md, "TCP"). */
+#define TCP_PROXY_NAME "envoy.filters.network.tcp_proxy"
+#define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+#define DEFAULT_TCP_IDLE_MS (3600 * 1000)   /* Envoy's and Istio's: one hour */
+#define DEFAULT_HTTP_IDLE_MS (3600 * 1000)  /* a connection without a request */
+#define DEFAULT_STREAM_IDLE_MS (300 * 1000) /* an upgraded stream without a byte */
 #define RAW_BUFFER_NAME "envoy.transport_sockets.raw_buffer"
 #define RAW_BUFFER_TYPE                                                                            \
     "type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer"
@@ -106,7 +112,8 @@ enum {
     PR_HTTP_PROXY,
     PR_HTTPS,
     PR_TLS,
-    PR_OTHER, /* mongo, redis, mysql, thrift, udp: plain clusters */
+    PR_OTHER, /* mongo, redis, mysql, thrift: plain clusters, relayed as TCP */
+    PR_UDP,   /* a cluster, but nothing weft relays */
 };
 
 typedef struct tr_port {
@@ -446,7 +453,7 @@ static const struct {
     {"redis", PR_OTHER},
     {"mysql", PR_OTHER},
     {"thrift", PR_OTHER},
-    {"udp", PR_OTHER},
+    {"udp", PR_UDP},
 };
 
 static int proto_parse(const char *s, size_t len)
@@ -662,7 +669,8 @@ static void build_sources(tr *t, tr_svc *s)
 }
 
 static const wf_destination_rule *find_dr(tr *t, const tr_svc *s);
-static const wf_virtual_service *find_vs(tr *t, const tr_svc *s);
+enum { VS_HTTP, VS_TCP, VS_TLS };
+static const wf_virtual_service *find_vs(tr *t, const tr_svc *s, int kind);
 
 /*
  * Who may answer for a service over ISTIO_MUTUAL, as Istio lists its
@@ -765,7 +773,7 @@ static void build_registry(tr *t)
     }
     for (size_t i = 0; i < t->n_svcs; i++) {
         t->svcs[i].dr = find_dr(t, &t->svcs[i]);
-        t->svcs[i].vs = find_vs(t, &t->svcs[i]);
+        t->svcs[i].vs = find_vs(t, &t->svcs[i], VS_HTTP);
         build_sans(t, &t->svcs[i]);
     }
 }
@@ -847,7 +855,10 @@ static int has_mesh(char *const *gw, size_t n)
  * "mesh", with http routes; the most specific host match wins, then one in
  * the proxy's namespace, then in the service's namespace, then
  * namespace/name order. */
-static const wf_virtual_service *find_vs(tr *t, const tr_svc *s)
+/* The VirtualService that routes service s's traffic of one kind (its
+ * http, tcp or tls routes): the most specific host match, then the
+ * client's namespace, then the service's, then by name. */
+static const wf_virtual_service *find_vs(tr *t, const tr_svc *s, int kind)
 {
     const wf_virtual_service *best = NULL;
     size_t best_score = 0;
@@ -858,7 +869,8 @@ static const wf_virtual_service *find_vs(tr *t, const tr_svc *s)
         size_t score = 0;
         int rank, better;
 
-        if (vs->n_http == 0 || !has_mesh(vs->gateways, vs->n_gateways) ||
+        size_t n = kind == VS_HTTP ? vs->n_http : kind == VS_TCP ? vs->n_tcp : vs->n_tls;
+        if (n == 0 || !has_mesh(vs->gateways, vs->n_gateways) ||
             !exported_to(vs->export_to, vs->n_export_to, vs->meta.namespace_, t->ns))
             continue;
         for (size_t h = 0; h < vs->n_hosts; h++) {
@@ -1215,6 +1227,15 @@ static void emit_cluster(tr *t, json_t *clusters, json_t *endpoints, const tr_sv
     put_str(t, c, "connect_timeout", fmt_duration(t, ct));
     if (!t->grpc && (pt->proto == PR_HTTP2 || pt->proto == PR_GRPC || pt->proto == PR_GRPC_WEB))
         put_obj(t, c, "http2_protocol_options");
+    if (!t->grpc && pol.cp && pol.cp->http &&
+        (pol.cp->http->idle_timeout_ms > 0 || pol.cp->http->max_requests_per_connection > 0)) {
+        json_t *hpo = put_obj(t, c, "common_http_protocol_options");
+        if (pol.cp->http->idle_timeout_ms > 0)
+            put_str(t, hpo, "idle_timeout", fmt_duration(t, pol.cp->http->idle_timeout_ms));
+        if (pol.cp->http->max_requests_per_connection > 0)
+            put_int(t, hpo, "max_requests_per_connection",
+                    pol.cp->http->max_requests_per_connection);
+    }
     emit_cluster_tls(t, c, s, pt, ss, pol.tls);
     istio = put_obj(t, put_obj(t, put_obj(t, c, "metadata"), "filter_metadata"), "istio");
     svc = push_obj(t, put_arr(t, istio, "services"));
@@ -1363,17 +1384,17 @@ static void emit_match(tr *t, json_t *r, const wf_http_match *m)
 
 /* Whether a match block can apply to this workload on this port; the
  * translator resolves these so the router never sees them. */
+/* What every kind of route match says about where a request comes from and
+ * goes: its port, the client's labels and namespace, the mesh as gateway. */
+#define SOURCE_APPLIES(t, m, port)                                                                 \
+    (!((m)->port && (m)->port != (port)) &&                                                        \
+     proxy_has_labels((t), (m)->source_labels, (m)->n_source_labels) &&                            \
+     !((m)->source_namespace && !streq((m)->source_namespace, (t)->ns)) &&                         \
+     !((m)->n_gateways && !has_mesh((m)->gateways, (m)->n_gateways)))
+
 static int match_applies(tr *t, const wf_http_match *m, uint32_t port)
 {
-    if (m->port && m->port != port)
-        return 0;
-    if (!proxy_has_labels(t, m->source_labels, m->n_source_labels))
-        return 0;
-    if (m->source_namespace && !streq(m->source_namespace, t->ns))
-        return 0;
-    if (m->n_gateways && !has_mesh(m->gateways, m->n_gateways))
-        return 0;
-    return 1;
+    return SOURCE_APPLIES(t, m, port);
 }
 
 /* Port of a destination: its own, else the only port of its service, else
@@ -2109,7 +2130,194 @@ static json_t *emit_hcm(tr *t, json_t *chain, const char *stat, const char *addr
     hcm = put_obj(t, f, "typed_config");
     put_str(t, hcm, "@type", HCM_TYPE);
     put_str(t, hcm, "stat_prefix", tr_printf(t, "%s_%s_%d", stat, addr, port));
+    /* Istio's: WebSocket allowed, idle connections and upgraded streams
+     * closed after Envoy's default times. */
+    put_str(t, push_obj(t, put_arr(t, hcm, "upgrade_configs")), "upgrade_type", "websocket");
+    put_str(t, put_obj(t, hcm, "common_http_protocol_options"), "idle_timeout",
+            fmt_duration(t, DEFAULT_HTTP_IDLE_MS));
+    put_str(t, hcm, "stream_idle_timeout", fmt_duration(t, DEFAULT_STREAM_IDLE_MS));
     return hcm;
+}
+
+/* ---- opaque TCP and TLS passthrough ----------------------------------------------------------- */
+
+/* chain.filters: one tcp_proxy to the destinations (cluster names and
+ * weights; one destination needs no weight). */
+static void emit_tcp_proxy(tr *t, json_t *chain, const char *stat, char *const *clusters,
+                           const int *weights, size_t n, int64_t idle_ms)
+{
+    json_t *f = push_obj(t, put_arr(t, chain, "filters")), *tp;
+
+    put_str(t, f, "name", TCP_PROXY_NAME);
+    tp = put_obj(t, f, "typed_config");
+    put_str(t, tp, "@type", TCP_PROXY_TYPE);
+    put_str(t, tp, "stat_prefix", stat);
+    if (n == 1) {
+        put_str(t, tp, "cluster", clusters[0]);
+    } else {
+        json_t *arr = put_arr(t, put_obj(t, tp, "weighted_clusters"), "clusters");
+        for (size_t i = 0; i < n; i++) {
+            json_t *o = push_obj(t, arr);
+            put_str(t, o, "name", clusters[i]);
+            put_int(t, o, "weight", weights[i]);
+        }
+    }
+    put_str(t, tp, "idle_timeout", fmt_duration(t, idle_ms));
+}
+
+/* The destinations of a tcp/tls route, as cluster names and weights;
+ * returns how many (0: none with weight). */
+static size_t route_dests(tr *t, const wf_route_destination *rd, size_t n, uint32_t port,
+                          char ***clusters, int **weights)
+{
+    size_t k = 0;
+
+    *clusters = tr_array(t, n + 1, sizeof(char *));
+    *weights = tr_array(t, n + 1, sizeof(int));
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1 && rd[i].weight <= 0)
+            continue; /* weight 0: no traffic */
+        (*clusters)[k] = dest_cluster(t, &rd[i].destination, port);
+        (*weights)[k++] = n > 1 ? rd[i].weight : 100;
+    }
+    return k;
+}
+
+
+/* A TCP or TLS port's listener on the outbound address, made once per port
+ * number (services sharing a TLS port get a filter chain each). */
+static json_t *l4_listener(tr *t, json_t *listeners, json_t *by_port, const char *oa,
+                           uint32_t port, int tls)
+{
+    const char *key = tr_printf(t, "%u", port);
+    json_t *l = json_object_get(by_port, key), *sa, *lf;
+
+    if (l)
+        return l;
+    l = push_obj(t, listeners);
+    put(t, by_port, key, json_incref(l));
+    put_str(t, l, "name", tr_printf(t, "%s_%u", oa, port));
+    sa = put_obj(t, put_obj(t, l, "address"), "socket_address");
+    put_str(t, sa, "address", oa);
+    put_int(t, sa, "port_value", port);
+    put_str(t, l, "traffic_direction", "OUTBOUND");
+    if (tls) {
+        lf = push_obj(t, put_arr(t, l, "listener_filters"));
+        put_str(t, lf, "name", TLS_INSPECTOR_NAME);
+        put_str(t, put_obj(t, lf, "typed_config"), "@type", TLS_INSPECTOR_TYPE);
+    }
+    put_arr(t, l, "filter_chains");
+    return l;
+}
+
+/* One service's TCP or TLS port: its filter chain(s) on the port's listener. */
+static void emit_l4_port(tr *t, json_t *listeners, json_t *by_port, const char *oa,
+                         const tr_svc *s, const tr_port *pt)
+{
+    uint32_t port = pt->port->number;
+    int tls = pt->proto == PR_TLS || pt->proto == PR_HTTPS;
+    const char *own = tr_printf(t, "outbound|%u||%s", port, s->key);
+    tr_policy pol = merge_policy(s->dr, NULL, port);
+    int64_t idle = pol.cp && pol.cp->tcp && pol.cp->tcp->idle_timeout_ms > 0
+                       ? pol.cp->tcp->idle_timeout_ms
+                       : DEFAULT_TCP_IDLE_MS;
+    json_t *l = l4_listener(t, listeners, by_port, oa, port, tls);
+    json_t *chains = json_object_get(l, "filter_chains"), *fc;
+    const wf_virtual_service *vs = find_vs(t, s, tls ? VS_TLS : VS_TCP);
+    char **cl = (char **)&own;
+    int one = 100, *wt = &one;
+    size_t n = 1;
+
+    if (!tls) {
+        if (json_array_size(chains)) {
+            const char *winner = json_string_value(json_object_get(json_array_get(chains, 0),
+                                                                   "name"));
+            if (first_warning(t, s, tr_printf(t, "tcp%u", port)))
+                warn("service %s: TCP port %u is taken by another service (%s): without "
+                     "service VIPs nothing tells two TCP services on one port apart, so %s:%u "
+                     "relays to %s only; give the services different ports",
+                     s->key, port, winner, oa, port, winner);
+            return;
+        }
+        for (size_t r = 0; vs && r < vs->n_tcp; r++) {
+            const wf_tcp_route *tr_ = &vs->tcp[r];
+            int ok = tr_->n_match == 0;
+            for (size_t m = 0; m < tr_->n_match && !ok; m++)
+                ok = SOURCE_APPLIES(t, &tr_->match[m], port);
+            if (!ok)
+                continue;
+            n = route_dests(t, tr_->route, tr_->n_route, port, &cl, &wt);
+            break;
+        }
+        if (n == 0)
+            return;
+        fc = push_obj(t, chains);
+        put_str(t, fc, "name", own);
+        emit_tcp_proxy(t, fc, own, cl, wt, n, idle);
+        return;
+    }
+    /* TLS: a chain per tls route (its sniHosts), else one for the service's
+     * host, routed by the SNI the client sends. */
+    for (size_t r = 0; vs && r < vs->n_tls; r++) {
+        const wf_tls_route *tr_ = &vs->tls[r];
+        json_t *names = NULL;
+        for (size_t m = 0; m < tr_->n_match; m++) {
+            if (!SOURCE_APPLIES(t, &tr_->match[m], port))
+                continue;
+            for (size_t h = 0; h < tr_->match[m].n_sni_hosts; h++) {
+                if (!names)
+                    names = json_array();
+                json_array_append_new(names, json_string(tr_->match[m].sni_hosts[h]));
+            }
+        }
+        if (!names)
+            continue;
+        n = route_dests(t, tr_->route, tr_->n_route, port, &cl, &wt);
+        if (n == 0) {
+            json_decref(names);
+            continue;
+        }
+        fc = push_obj(t, chains);
+        put_str(t, fc, "name", tr_printf(t, "%s/tls%zu", own, r));
+        put(t, put_obj(t, fc, "filter_chain_match"), "server_names", names);
+        emit_tcp_proxy(t, fc, own, cl, wt, n, idle);
+    }
+    if (vs && vs->n_tls)
+        return;
+    fc = push_obj(t, chains);
+    put_str(t, fc, "name", own);
+    push_str(t, put_arr(t, put_obj(t, fc, "filter_chain_match"), "server_names"), s->key);
+    emit_tcp_proxy(t, fc, own, cl, wt, 1, idle);
+}
+
+/* Explicit mode's counterpart of Istio's capture: every TCP and TLS service
+ * port gets a listener of its own on the outbound address. */
+static void emit_l4_listeners(tr *t, json_t *listeners, const char *oa, int op, int ip)
+{
+    json_t *by_port = json_object();
+
+    if (!by_port)
+        OOM(t);
+    for (size_t i = 0; i < t->n_svcs; i++) {
+        const tr_svc *s = &t->svcs[i];
+        if (s->key[0] == '*')
+            continue; /* a wildcard host has no port a client could dial */
+        for (size_t k = 0; k < s->n_ports; k++) {
+            const tr_port *pt = &s->ports[k];
+            uint32_t port = pt->port->number;
+            if (proto_is_http(pt->proto) || pt->proto == PR_UDP)
+                continue;
+            if ((int)port == op || (int)port == ip) {
+                if (first_warning(t, s, tr_printf(t, "port%u", port)))
+                    warn("service %s: TCP port %u is the proxy's own %s listener port; it is "
+                         "not served as a TCP port",
+                         s->key, port, (int)port == op ? "outbound" : "inbound");
+                continue;
+            }
+            emit_l4_port(t, listeners, by_port, oa, s, pt);
+        }
+    }
+    json_decref(by_port);
 }
 
 /* The inbound side of mTLS: the workload certificate, a peer certificate
@@ -2141,6 +2349,7 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     /* STRICT: mTLS only; PERMISSIVE: either, told apart by the TLS
      * inspector; DISABLE: plaintext only. */
     wf_mtls_mode mode = wf__peer_auth_mode(t->cfg, t->ns, t->labels, p->app_port, 0);
+    int app_tcp = p->app_protocol && strcasecmp(p->app_protocol, "tcp") == 0;
     int want[2] = {mode != WF_MTLS_DISABLE, mode != WF_MTLS_STRICT};
 
     l = emit_listener(t, listeners, "virtualInbound", addr, port, "INBOUND");
@@ -2169,7 +2378,13 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     put_str(t, put_obj(t, r, "match"), "prefix", "/");
     put_str(t, put_obj(t, r, "route"), "cluster", cname);
     emit_http_filters(t, hcm);
-    /* The same connection manager behind either transport. */
+    if (app_tcp) {
+        /* An app that speaks TCP: the bytes go to it as they come. */
+        json_t *c0 = chain[0] ? chain[0] : chain[1];
+        json_object_del(c0, "filters");
+        emit_tcp_proxy(t, c0, cname, (char **)&cname, NULL, 1, DEFAULT_TCP_IDLE_MS);
+    }
+    /* The same filters behind either transport. */
     if (chain[0] && chain[1])
         put(t, chain[1], "filters", json_deep_copy(json_object_get(chain[0], "filters")));
 
@@ -2231,8 +2446,10 @@ static void check_proxy(tr *t)
     if (!p->namespace_ || !p->namespace_[0])
         fail(t, "translate: the workload has no namespace (set --namespace)");
     if (p->app_protocol && strcasecmp(p->app_protocol, "http") != 0 &&
-        strcasecmp(p->app_protocol, "http2") != 0 && strcasecmp(p->app_protocol, "grpc") != 0)
-        fail(t, "translate: app protocol \"%s\" is not http, http2 or grpc", p->app_protocol);
+        strcasecmp(p->app_protocol, "http2") != 0 && strcasecmp(p->app_protocol, "grpc") != 0 &&
+        strcasecmp(p->app_protocol, "tcp") != 0)
+        fail(t, "translate: app protocol \"%s\" is not http, http2, grpc or tcp",
+             p->app_protocol);
     if (p->app_port < 0 || p->app_port > 65535 || p->outbound_port < 0 ||
         p->outbound_port > 65535 || p->inbound_port < 0 || p->inbound_port > 65535)
         fail(t, "translate: port out of range (outbound %d, inbound %d, app %d)", p->outbound_port,
@@ -2280,6 +2497,7 @@ static void translate_all(tr *t)
         hcm = emit_hcm(t, push_obj(t, put_arr(t, l, "filter_chains")), "outbound", oa, op);
         emit_outbound_routes(t, hcm);
         emit_http_filters(t, hcm);
+        emit_l4_listeners(t, listeners, oa, op, p->inbound_port ? p->inbound_port : 15006);
         if (p->app_port > 0)
             emit_inbound(t, listeners, clusters, endpoints);
     }

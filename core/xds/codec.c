@@ -47,6 +47,7 @@
 #include "envoy/extensions/filters/listener/tls_inspector/v3/tls_inspector.pb-c.h"
 #include "envoy/extensions/filters/http/router/v3/router.pb-c.h"
 #include "envoy/extensions/filters/network/http_connection_manager/v3/http_connection_manager.pb-c.h"
+#include "envoy/extensions/filters/network/tcp_proxy/v3/tcp_proxy.pb-c.h"
 #include "envoy/extensions/transport_sockets/raw_buffer/v3/raw_buffer.pb-c.h"
 #include "envoy/extensions/transport_sockets/tls/v3/tls.pb-c.h"
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
@@ -181,6 +182,7 @@ static const ProtobufCMessageDescriptor *const any_types[] = {
     &envoy__config__cluster__v3__cluster__descriptor,
     &envoy__config__endpoint__v3__cluster_load_assignment__descriptor,
     &envoy__extensions__filters__network__http_connection_manager__v3__http_connection_manager__descriptor,
+    &envoy__extensions__filters__network__tcp_proxy__v3__tcp_proxy__descriptor,
     &envoy__extensions__filters__http__router__v3__router__descriptor,
     &envoy__extensions__filters__http__fault__v3__httpfault__descriptor,
     &envoy__config__route__v3__filter_config__descriptor,

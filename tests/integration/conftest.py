@@ -17,11 +17,15 @@ Fixtures:
     weft_xds  factory: weft_xds(istiod, name, services=..., **start_args)
               -> a started XdsWeft, a proxy configured by that istiod.
 
-Helpers: curl(), curl_many(), raw_exchange(), read_response(), the YAML
-builders service_entry(), workload_entry(), destination_rule(), and
-free_ports(), wait_until(); for xDS mode workload(), wait_endpoints(),
-cluster_endpoints(), outbound_cluster(), xds_versions(), http_get() and
-parse_prometheus() (a strict Prometheus text-format parser).
+Helpers: curl(), curl_many(), curl_v() (HTTP/2 prior knowledge or
+HTTP/1.1, routed by :authority), raw_exchange(), read_response(), the YAML
+builders service_entry(), typed_service_entry(), workload_entry(),
+sidecar_workload_entry(),
+destination_rule(), peer_authentication() (and STRICT), and free_ports(),
+wait_until(); between proxies over mTLS mtls_args() and two_proxies(); for
+xDS mode workload(), wait_endpoints(), cluster_endpoints(),
+outbound_cluster(), xds_versions(), http_get() and parse_prometheus() (a
+strict Prometheus text-format parser).
 """
 import json
 import os
@@ -157,6 +161,36 @@ def workload_entry(name, port, app, version=None, ns="default", port_names=("htt
     for k, v in (extra_labels or {}).items():
         out.append("    %s: %s" % (k, v))
     return "\n".join(out) + "\n"
+
+
+def typed_service_entry(name, port, port_name, protocol, endpoints=None):
+    """service_entry() with one port of the given protocol."""
+    return service_entry(name, ports=((port, port_name),), endpoints=endpoints, protocol=protocol)
+
+
+def sidecar_workload_entry(name, port, app, sa, port_name="http"):
+    """A WorkloadEntry for a workload with a sidecar (tlsMode istio) running
+    as service account sa, at 127.0.0.1:port."""
+    return workload_entry(name, port, app=app, port_names=(port_name,), service_account=sa,
+                          extra_labels={"security.istio.io/tlsMode": "istio"})
+
+
+def peer_authentication(mode, name="default", ns="istio-system"):
+    """A PeerAuthentication with mtls.mode MODE (in istio-system: mesh-wide)."""
+    return dedent("""
+        ---
+        apiVersion: security.istio.io/v1beta1
+        kind: PeerAuthentication
+        metadata:
+          name: %s
+          namespace: %s
+        spec:
+          mtls:
+            mode: %s
+        """ % (name, ns, mode))
+
+
+STRICT = peer_authentication("STRICT")
 
 
 def destination_rule(name, host=None, subsets=("v1", "v2", "v3"), lb=None, ns="default"):
@@ -416,6 +450,60 @@ def curl_many(url, n, *, host=None, headers=(), proxy=None, timeout=120):
             out.append((int(code) if code.isdigit() else 0, name.strip()))
         assert len(out) == n, "curl made %d of %d requests: %s" % (len(out), n, p.stderr.decode())
         return out
+
+
+def curl_v(port, path, authority="web:9080", http2=True, method=None, headers=(), data=None,
+           timeout=DEADLINE, extra=()):
+    """curl to 127.0.0.1:port as http://AUTHORITY/PATH (--connect-to, so the
+    proxy routes by AUTHORITY), with HTTP/2 prior knowledge or HTTP/1.1.
+    method "HEAD" is curl -I.  Returns a Response with .version ("2",
+    "1.1") and .trailers (list of (lower-case name, value)) added."""
+    host, _, aport = authority.partition(":")
+    with tempfile.TemporaryDirectory(prefix="weft-curl2-") as td:
+        hfile, bfile = os.path.join(td, "h"), os.path.join(td, "b")
+        args = ["curl", "-sS", "--max-time", str(timeout), "--noproxy", "*",
+                "--http2-prior-knowledge" if http2 else "--http1.1",
+                "--connect-to", "%s:%s:127.0.0.1:%d" % (host, aport or "80", port),
+                "-D", hfile, "-o", bfile, "-w", "%{http_code} %{http_version}"]
+        if method:
+            args += ["-X", method] if method != "HEAD" else ["-I"]
+        for h in headers:
+            args += ["-H", h]
+        if data is not None:
+            dfile = os.path.join(td, "d")
+            with open(dfile, "wb") as f:
+                f.write(data)
+            args += ["--data-binary", "@" + dfile, "-H", "Expect:"]
+        args += list(extra) + ["http://%s%s" % (authority, path)]
+        p = subprocess.run(args, capture_output=True, env=CHILD_ENV, timeout=timeout + 10)
+        code, _, version = p.stdout.decode().strip().partition(" ")
+        blocks = []
+        if os.path.exists(hfile):
+            with open(hfile, "rb") as f:
+                blocks = [b.decode("latin-1") for b in re.split(rb"\r?\n\r?\n", f.read())
+                          if b.strip()]
+        # Each response head starts with its status line (interim ones
+        # first); what follows the last one is its trailers.
+        heads = [i for i, b in enumerate(blocks) if b.startswith("HTTP/")]
+        last = heads[-1] if heads else len(blocks)
+
+        def fields(lines):
+            out = []
+            for line in lines:
+                k, _, v = line.partition(":")
+                out.append((k.strip().lower(), v.strip()))
+            return out
+        hdrs = fields(blocks[last].splitlines()[1:]) if heads else []
+        trailers = fields(l for b in blocks[last + 1:] for l in b.splitlines())
+        body = b""
+        if os.path.exists(bfile):
+            with open(bfile, "rb") as f:
+                body = f.read()
+        r = Response(int(code) if code.isdigit() else 0, hdrs, body,
+                     p.stderr.decode(errors="replace"))
+        r.version = version
+        r.trailers = trailers
+        return r
 
 
 # --------------------------------------------------------------------------
@@ -858,6 +946,46 @@ class CaProc(ExitChecks):
 
 
 
+
+
+def mtls_args(ca, ns, sa, ttl=None):
+    """The proxy flags that get a workload certificate for NS/SA from the
+    CaProc ca (a token file made for it); ttl: --cert-ttl."""
+    args = ["--ca", ca.addr, "--token-file", str(ca.token_file(ns, sa)),
+            "--root-cert", str(ca.root_cert)]
+    if ttl:
+        args += ["--cert-ttl", ttl]
+    return args
+
+
+def two_proxies(weft, ca, app_port, service="web", port=9080, port_name="http", protocol="HTTP",
+                app_protocol=None, client_workers=2, client_yaml="", mode="STRICT",
+                server_sa=None, expect_sa=None, client_sa="client", ttl=None):
+    """A server proxy in front of the app at app_port and a client proxy (sa
+    client_sa) that reaches it as SERVICE:PORT over mTLS, both with
+    certificates from the CaProc ca.  The server runs as server_sa (default
+    SERVICE); its WorkloadEntry names expect_sa (default server_sa), the
+    identity the client checks.  mode: the mesh-wide PeerAuthentication
+    (None: none); app_protocol: the server's --app-protocol; client_yaml:
+    more configuration for the client; ttl: the certificates' lifetime.
+    Returns (client, server)."""
+    server_sa = server_sa or service
+    server = weft(name="server", start=False)
+    client = weft(name="client", start=False)
+    y = (typed_service_entry(service, port, port_name, protocol)
+         + sidecar_workload_entry(service + "-1", server.in_port, service, expect_sa or server_sa,
+                                  port_name)
+         + (peer_authentication(mode) if mode else ""))
+    server.write(y)
+    client.write(y + client_yaml)
+    extra = mtls_args(ca, "default", server_sa, ttl)
+    if app_protocol:
+        extra += ["--app-protocol", app_protocol]
+    server.start(app_port=app_port, service_account=server_sa, labels={"app": service},
+                 extra=extra)
+    client.start(service_account=client_sa, labels={"app": client_sa},
+                 concurrency=client_workers, extra=mtls_args(ca, "default", client_sa, ttl))
+    return client, server
 
 
 @pytest.fixture

@@ -23,9 +23,10 @@ import time
 import grpc
 import pytest
 
-from conftest import (CHILD_ENV, DEADLINE, HERE, free_port, outbound_cluster, wait_endpoints,
+from conftest import (CHILD_ENV, DEADLINE, HERE, free_port, outbound_cluster,
+                      sidecar_workload_entry, two_proxies, typed_service_entry, wait_endpoints,
                       wait_until)
-from test_http2 import nghttp, sidecar_workload_entry, two_proxies, typed_service_entry
+from test_http2 import nghttp
 
 APP = HERE / "grpc_mesh_app.py"
 PYTHON = "/usr/bin/python3"  # Debian's python3-grpcio lives there

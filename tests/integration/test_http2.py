@@ -14,8 +14,8 @@ Topologies (all loopback):
     two proxies client → client proxy outbound → mTLS (STRICT) →
                 server proxy inbound → app (--app-protocol as the app speaks)
 
-The helpers for the second one (two_proxies, mtls_args, ...) are used by
-test_grpc_mesh.py too."""
+The helpers for the second one (two_proxies, mtls_args, curl_v, ...) are
+in conftest.py."""
 import ctypes
 import ctypes.util
 import hashlib
@@ -26,73 +26,20 @@ import shutil
 import socket
 import struct
 import subprocess
-import tempfile
 import threading
 import time
 
 import pytest
 
-from conftest import (CHILD_ENV, DEADLINE, Response, connect, curl, curl_many, dedent, free_port,
-                      port_open, service_entry, wait_until, workload_entry)
+from conftest import (CHILD_ENV, DEADLINE, connect, curl, curl_many, curl_v, free_port, port_open,
+                      two_proxies, typed_service_entry, wait_until, workload_entry)
 
 MiB = 1 << 20
 WEB = "web:9080"  # the service every test here calls, as the client names it
 
 
 # --------------------------------------------------------------------------
-# mesh builders (shared with test_grpc_mesh.py)
-
-def typed_service_entry(name, port, port_name, protocol, endpoints=None):
-    """service_entry() with one port of the given protocol."""
-    return service_entry(name, ports=((port, port_name),), endpoints=endpoints, protocol=protocol)
-
-
-def sidecar_workload_entry(name, port, app, sa, port_name):
-    """A WorkloadEntry for a workload with a sidecar (tlsMode istio) running
-    as service account sa, at 127.0.0.1:port."""
-    return workload_entry(name, port, app=app, port_names=(port_name,), service_account=sa,
-                          extra_labels={"security.istio.io/tlsMode": "istio"})
-
-
-STRICT = dedent("""
-    ---
-    apiVersion: security.istio.io/v1beta1
-    kind: PeerAuthentication
-    metadata:
-      name: default
-      namespace: istio-system
-    spec:
-      mtls:
-        mode: STRICT
-    """)
-
-
-def mtls_args(ca, sa, ns="default"):
-    return ["--ca", ca.addr, "--token-file", str(ca.token_file(ns, sa)),
-            "--root-cert", str(ca.root_cert)]
-
-
-def two_proxies(weft, ca, app_port, service="web", port=9080, port_name="http", protocol="HTTP",
-                app_protocol=None, client_workers=2, client_yaml=""):
-    """A server proxy (sa SERVICE) in front of the app at app_port and a client
-    proxy (sa client) that reaches it as SERVICE:PORT over mTLS (STRICT);
-    client_yaml: more configuration for the client.  Returns (client, server)."""
-    server = weft(name="server", start=False)
-    client = weft(name="client", start=False)
-    y = (typed_service_entry(service, port, port_name, protocol)
-         + sidecar_workload_entry(service + "-1", server.in_port, service, service, port_name)
-         + STRICT)
-    server.write(y)
-    client.write(y + client_yaml)
-    extra = mtls_args(ca, service)
-    if app_protocol:
-        extra += ["--app-protocol", app_protocol]
-    server.start(app_port=app_port, service_account=service, labels={"app": service},
-                 extra=extra)
-    client.start(service_account="client", labels={"app": "client"},
-                 concurrency=client_workers, extra=mtls_args(ca, "client"))
-    return client, server
-
+# topologies (two_proxies and its builders live in conftest.py)
 
 def one_proxy(weft, app_port, service="web", port=9080, port_name="http", protocol="HTTP"):
     """A proxy whose outbound listener reaches the app at app_port directly
@@ -111,51 +58,6 @@ def path_to_web(request, weft, backend, ca):
         return one_proxy(weft, b.port), b, 1
     client, _ = two_proxies(weft, ca(), b.port)
     return client, b, 2
-
-
-# --------------------------------------------------------------------------
-# curl with a chosen HTTP version, routed by :authority
-
-def curl_v(port, path, authority=WEB, http2=True, method=None, headers=(), data=None,
-           timeout=DEADLINE, extra=()):
-    """curl to 127.0.0.1:port as http://AUTHORITY/PATH (--connect-to), with
-    HTTP/2 prior knowledge or HTTP/1.1.  Returns a conftest-style Response
-    with .version ("2", "1.1") added."""
-    host, _, aport = authority.partition(":")
-    with tempfile.TemporaryDirectory(prefix="weft-curl2-") as td:
-        hfile, bfile = os.path.join(td, "h"), os.path.join(td, "b")
-        args = ["curl", "-sS", "--max-time", str(timeout), "--noproxy", "*",
-                "--http2-prior-knowledge" if http2 else "--http1.1",
-                "--connect-to", "%s:%s:127.0.0.1:%d" % (host, aport or "80", port),
-                "-D", hfile, "-o", bfile, "-w", "%{http_code} %{http_version}"]
-        if method:
-            args += ["-X", method] if method != "HEAD" else ["-I"]
-        for h in headers:
-            args += ["-H", h]
-        if data is not None:
-            dfile = os.path.join(td, "d")
-            with open(dfile, "wb") as f:
-                f.write(data)
-            args += ["--data-binary", "@" + dfile, "-H", "Expect:"]
-        args += list(extra) + ["http://%s%s" % (authority, path)]
-        p = subprocess.run(args, capture_output=True, env=CHILD_ENV, timeout=timeout + 10)
-        code, _, version = p.stdout.decode().strip().partition(" ")
-        hdrs = []
-        if os.path.exists(hfile):
-            with open(hfile, "rb") as f:
-                blocks = [b for b in re.split(rb"\r?\n\r?\n", f.read()) if b.strip()]
-            if blocks:
-                for line in blocks[-1].decode("latin-1").splitlines()[1:]:
-                    k, _, v = line.partition(":")
-                    hdrs.append((k.strip().lower(), v.strip()))
-        body = b""
-        if os.path.exists(bfile):
-            with open(bfile, "rb") as f:
-                body = f.read()
-        r = Response(int(code) if code.isdigit() else 0, hdrs, body,
-                     p.stderr.decode(errors="replace"))
-        r.version = version
-        return r
 
 
 # Connection-specific header fields, which HTTP/2 forbids (RFC 9113 8.2.2).
@@ -358,14 +260,26 @@ class H2Client:
         self.sock.sendall(PREFACE + h2frame(SETTINGS, 0, 0, settings)
                           + h2frame(WINDOW_UPDATE, 0, 0, struct.pack(">I", (1 << 30))))
 
-    def request(self, sid, path, authority=WEB, method="GET", headers=(), body=None):
+    def request(self, sid, path, authority=WEB, method="GET", headers=(), body=None,
+                trailers=()):
+        """Opens stream sid: HEADERS, the body (if not None) in DATA frames
+        of at most 16 KiB, then the trailers (if any) as a HEADERS frame
+        that ends the stream.  The body must fit the proxy's initial
+        windows (64 KiB until its SETTINGS are acknowledged)."""
         fields = [(":method", method), (":scheme", "http"), (":path", path),
                   (":authority", authority)] + list(headers)
         self.streams[sid] = H2Stream()
-        out = h2frame(HEADERS, END_HEADERS | (END_STREAM if body is None else 0), sid,
+        ends = body is None and not trailers
+        out = h2frame(HEADERS, END_HEADERS | (END_STREAM if ends else 0), sid,
                       hpack_literal(fields))
         if body is not None:
-            out += h2frame(DATA, END_STREAM, sid, body)
+            pieces = [body[i:i + 16384] for i in range(0, len(body), 16384)] or [b""]
+            for i, piece in enumerate(pieces):
+                last = i == len(pieces) - 1
+                if piece or (last and not trailers):
+                    out += h2frame(DATA, END_STREAM if last and not trailers else 0, sid, piece)
+        if trailers:
+            out += h2frame(HEADERS, END_HEADERS | END_STREAM, sid, hpack_literal(trailers))
         self.sock.sendall(out)
         return self.streams[sid]
 
@@ -707,3 +621,83 @@ def test_slow_reader_does_not_stall_other_streams(path_to_web):
     if hops == 2:
         # All three streams shared the one pooled connection between the proxies.
         assert entry.stats()["upstream_cx_total"] == 1, entry.stats()
+
+
+# --------------------------------------------------------------------------
+# request trailers: HEADERS after the body, with END_STREAM
+
+def received_trailers(log):
+    """The trailer blocks nghttpd -v logged receiving: {stream id: [(frame
+    type, flags, fields)]} of the streams whose request ended with a
+    HEADERS frame that has no pseudo-header.  nghttpd logs frames as nghttp
+    does (NghttpRun parses them), each line after its connection's
+    "[id=N] "; the requests here share one connection."""
+    text = re.sub(r"^\[id=\d+\] ", "", log.read_text(errors="replace"), flags=re.M)
+    streams = NghttpRun(text, 0, 0).streams
+    out = {}
+    for sid, st in streams.items():
+        last = st["frames"][-1] if st["frames"] else None
+        if last and last[0] == "HEADERS" and last[1] & END_STREAM and last[2] and \
+                not any(k.startswith(":") for k, _ in last[2]):
+            out[sid] = st["frames"]
+    return out
+
+
+@pytest.mark.parametrize("hops", [1, 2])
+def test_request_trailers_reach_an_http2_app(weft, ca, nghttpd, hops):
+    port, log = nghttpd()
+    if hops == 1:
+        # The client proxy's HTTP/2 upstream sends them to the app.
+        entry = one_proxy(weft, port, service="h2app", port_name="http2", protocol="HTTP2")
+    else:
+        # Client proxy → server proxy (HTTP/2 over mTLS) → the app: both
+        # proxies take them from their client and send them on.
+        entry, _ = two_proxies(weft, ca(), port, service="h2app", app_protocol="http2")
+    body = os.urandom(40000)  # three DATA frames
+    sums = [("x-checksum", hashlib.sha256(body).hexdigest()), ("x-parts", "3")]
+    c = H2Client(entry.out_port)
+    try:
+        full = c.request(1, "/upload", authority="h2app:9080", method="POST", body=body,
+                         trailers=sums)
+        # Trailers after an empty body: HEADERS, then HEADERS with END_STREAM.
+        bare = c.request(3, "/upload", authority="h2app:9080", method="POST", body=b"",
+                         trailers=[("x-only", "trailers")])
+        c.pump(lambda: full.ended and bare.ended, "both responses")
+        assert full.status == 200 and bytes(full.data) == body, (full, entry.describe())
+        assert bare.status == 200 and bytes(bare.data) == b"", bare
+        assert full.rst is None and bare.rst is None and c.goaway is None
+    finally:
+        c.close()
+
+    def both():
+        got = received_trailers(log)
+        return got if len(got) == 2 else None
+    got = wait_until(both, "nghttpd to log two requests that end with trailers")
+    by_fields = {tuple(frames[-1][2]): frames for frames in got.values()}
+    assert set(by_fields) == {tuple(sums), (("x-only", "trailers"),)}, got
+    # The body went before the trailers, and no DATA frame ended the stream.
+    frames = by_fields[tuple(sums)]
+    assert frames[0][0] == "HEADERS" and not frames[0][1] & END_STREAM, frames
+    assert [f[0] for f in frames[1:-1]] and all(f[0] == "DATA" for f in frames[1:-1]), frames
+    assert not any(f[1] & END_STREAM for f in frames[:-1]), frames
+
+
+def test_request_trailers_to_an_http1_app_are_dropped(weft, backend):
+    # HTTP/1.1 toward the app: the body arrives whole, the trailers do not
+    # (nor as headers), and the exchange completes.
+    b = backend("web-1")
+    w = one_proxy(weft, b.port)
+    body = os.urandom(40000)
+    c = H2Client(w.out_port)
+    try:
+        st = c.request(1, "/info", method="POST", body=body, trailers=[("x-late", "1")])
+        c.pump(lambda: st.ended, "the response")
+        assert st.status == 200, st
+        seen = json.loads(bytes(st.data))
+        assert seen["method"] == "POST" and seen["body_len"] == len(body), seen
+        assert "x-late" not in {k.lower() for k in seen["headers"]}, seen
+        after = c.request(3, "/after")
+        c.pump(lambda: after.ended, "a request after it on the same connection")
+        assert after.status == 200 and c.goaway is None, (after, c.goaway)
+    finally:
+        c.close()

@@ -15,8 +15,8 @@ import time
 
 import pytest
 
-from conftest import (DEADLINE, curl, dedent, free_ports, port_open, service_entry, wait_until,
-                      workload_entry)
+from conftest import (DEADLINE, STRICT, curl, dedent, free_ports, mtls_args, peer_authentication,
+                      port_open, service_entry, sidecar_workload_entry, two_proxies, wait_until)
 
 TD = "cluster.local"
 
@@ -28,46 +28,19 @@ def spiffe(ns, sa):
 def mesh_yaml(server_port, mode=None, sa="reviews"):
     """reviews (one WorkloadEntry: the server proxy's inbound port, with a
     sidecar) and, when mode is given, a mesh-wide PeerAuthentication."""
-    y = service_entry("reviews") + workload_entry(
-        "reviews-1", server_port, app="reviews", service_account=sa,
-        extra_labels={"security.istio.io/tlsMode": "istio"})
-    if mode:
-        y += dedent("""
-            ---
-            apiVersion: security.istio.io/v1beta1
-            kind: PeerAuthentication
-            metadata:
-              name: default
-              namespace: istio-system
-            spec:
-              mtls:
-                mode: %s
-            """ % mode)
-    return y
-
-
-def mtls_args(ca, ns, sa, ttl=None):
-    args = ["--ca", ca.addr, "--token-file", str(ca.token_file(ns, sa)),
-            "--root-cert", str(ca.root_cert)]
-    if ttl:
-        args += ["--cert-ttl", ttl]
-    return args
+    y = service_entry("reviews") + sidecar_workload_entry("reviews-1", server_port, "reviews", sa)
+    return y + (peer_authentication(mode) if mode else "")
 
 
 def pair(weft, backend, ca, mode="STRICT", server_sa="reviews", expect_sa="reviews", ttl=None,
          client_workers=2):
     """A server proxy (sa server_sa) in front of a backend and a client proxy
-    (sa productpage) that reaches it as reviews:9080."""
+    (sa productpage) that reaches it as reviews:9080 (conftest's
+    two_proxies).  Returns (client, server, backend)."""
     b = backend("reviews-app")
-    server = weft(name="server", start=False)
-    client = weft(name="client", start=False)
-    y = mesh_yaml(server.in_port, mode, sa=expect_sa)
-    server.write(y)
-    client.write(y)
-    server.start(app_port=b.port, service_account=server_sa, labels={"app": "reviews"},
-                 extra=mtls_args(ca, "default", server_sa, ttl))
-    client.start(service_account="productpage", concurrency=client_workers,
-                 extra=mtls_args(ca, "default", "productpage", ttl))
+    client, server = two_proxies(weft, ca, b.port, service="reviews", mode=mode,
+                                 server_sa=server_sa, expect_sa=expect_sa, client_sa="productpage",
+                                 ttl=ttl, client_workers=client_workers)
     return client, server, b
 
 
@@ -251,16 +224,7 @@ def test_rotation_under_traffic_drops_nothing(weft, backend, ca):
 
 
 def test_xds_over_mtls_and_strict_mesh(istiod, weft_xds, backend):
-    ist = istiod(files={"pa.yaml": dedent("""
-        apiVersion: security.istio.io/v1beta1
-        kind: PeerAuthentication
-        metadata:
-          name: default
-          namespace: istio-system
-        spec:
-          mtls:
-            mode: STRICT
-        """)})
+    ist = istiod(files={"pa.yaml": STRICT})
     b = backend("reviews-app")
     server = weft_xds(ist, "reviews-1", services=("reviews:9080",), app_port=b.port,
                       labels={"app": "reviews"}, mtls=True)

@@ -601,7 +601,8 @@ TEST(inbound_listener)
 {
     json_t *b = run(mesh, "default", productpage, 8000), *l;
 
-    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 2);
+    /* virtualOutbound, virtualInbound, ratings' TCP port 7000. */
+    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 3);
     l = listener(b, "virtualInbound");
     /* No PeerAuthentication: PERMISSIVE, a TLS chain and a plaintext one,
      * the TLS inspector telling them apart, one connection manager. */
@@ -653,7 +654,7 @@ TEST(inbound_listener)
     json_decref(b);
 
     b = run(mesh, "default", productpage, 0);
-    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 1);
+    CHECK_INT(json_array_size(json_object_get(b, "listeners")), 2);
     CHECK(listener(b, "virtualInbound") == NULL);
     CHECK(cluster(b, "inbound|0||") == NULL);
     json_decref(b);
@@ -1506,6 +1507,146 @@ TEST(trust_domain_from_mesh_config)
         wf_config_free(c);
 }
 
+/* ---- TCP and TLS passthrough (fixture testdata/translate/tcp) ---- */
+
+#define TCP_PROXY_T "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+static json_t *run_app(const wf_config *c, const char *app_protocol, int app_port)
+{
+    char err[256];
+    wf_proxy_info p = {.role = "proxy",
+                       .namespace_ = "default",
+                       .service_account = "sa",
+                       .labels = productpage,
+                       .outbound_addr = "127.0.0.9",
+                       .outbound_port = 15001,
+                       .inbound_addr = "127.0.0.1",
+                       .inbound_port = 15006,
+                       .app_port = app_port,
+                       .app_protocol = app_protocol};
+    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+
+    if (c && !b)
+        fprintf(stderr, "wf_translate failed: %s\n", err);
+    return b;
+}
+
+/* The tcp_proxy config of filter chain fc. */
+static json_t *chain_tcp(json_t *fc)
+{
+    json_t *f = json_array_get(json_object_get(fc, "filters"), 0);
+
+    return json_object_get(f, "typed_config");
+}
+
+TEST(tcp_listeners)
+{
+    wf_config *c = load("tcp");
+    json_t *b = run_app(c, NULL, 0), *l, *chains;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* One listener per TCP/TLS port on the outbound address, none for the
+     * port that is the outbound listener's own. */
+    CHECK_STR(names_of(json_object_get(b, "listeners"), "name"),
+              "127.0.0.9_3306 127.0.0.9_443 127.0.0.9_9000 virtualOutbound");
+    /* mysql by its name's prefix: opaque TCP, Istio's default idle timeout. */
+    l = listener(b, "127.0.0.9_3306");
+    CHECK_JSON(json_object_get(l, "address"),
+               "{\"socket_address\": {\"address\": \"127.0.0.9\", \"port_value\": 3306}}");
+    CHECK_STR(jstr_at(l, "traffic_direction"), "OUTBOUND");
+    CHECK(json_object_get(l, "listener_filters") == NULL);
+    chains = json_object_get(l, "filter_chains");
+    CHECK_INT(json_array_size(chains), 1);
+    CHECK_JSON(json_array_get(chains, 0),
+               "{\"name\": \"outbound|3306||mysql.default.svc.cluster.local\", \"filters\": [{"
+               " \"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": {"
+               "  \"@type\": \"" TCP_PROXY_T "\","
+               "  \"stat_prefix\": \"outbound|3306||mysql.default.svc.cluster.local\","
+               "  \"cluster\": \"outbound|3306||mysql.default.svc.cluster.local\","
+               "  \"idle_timeout\": \"3600s\"}}]}");
+    /* echo: the tcp route's weights between subsets, the DR's idle timeout;
+     * shadow shares port 9000 and is not served there. */
+    l = listener(b, "127.0.0.9_9000");
+    chains = json_object_get(l, "filter_chains");
+    CHECK_INT(json_array_size(chains), 1);
+    CHECK_JSON(json_object_get(chain_tcp(json_array_get(chains, 0)), "weighted_clusters"),
+               "{\"clusters\": [{\"name\": \"outbound|9000|v1|echo.default.svc.cluster.local\","
+               " \"weight\": 80}, {\"name\": \"outbound|9000|v2|echo.default.svc.cluster.local\","
+               " \"weight\": 20}]}");
+    CHECK(json_object_get(chain_tcp(json_array_get(chains, 0)), "cluster") == NULL);
+    CHECK_STR(jstr_at(chain_tcp(json_array_get(chains, 0)), "idle_timeout"), "30s");
+    /* The TLS port: a TLS inspector and a chain per server name set. */
+    l = listener(b, "127.0.0.9_443");
+    CHECK_INT(json_array_size(json_object_get(l, "listener_filters")), 1);
+    chains = json_object_get(l, "filter_chains");
+    CHECK_INT(json_array_size(chains), 2);
+    CHECK_JSON(json_object_get(json_array_get(chains, 0), "filter_chain_match"),
+               "{\"server_names\": [\"alpha.example.com\"]}");
+    CHECK_STR(jstr_at(chain_tcp(json_array_get(chains, 0)), "cluster"),
+              "outbound|443||alpha.example.com");
+    CHECK_JSON(json_object_get(json_array_get(chains, 1), "filter_chain_match"),
+               "{\"server_names\": [\"beta.example.com\", \"*.beta.example.com\"]}");
+    CHECK_STR(jstr_at(chain_tcp(json_array_get(chains, 1)), "cluster"),
+              "outbound|443|v2|beta.example.com");
+    /* HTTP ports stay on virtualOutbound. */
+    CHECK(vhost(b, "web.default.svc.cluster.local:8080") != NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(tcp_inbound_app)
+{
+    wf_config *c = load("tcp");
+    json_t *b = run_app(c, "tcp", 7777), *chains;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    chains = json_object_get(listener(b, "virtualInbound"), "filter_chains");
+    CHECK_INT(json_array_size(chains), 2); /* PERMISSIVE: TLS and plaintext */
+    for (size_t i = 0; i < 2; i++)
+        CHECK_JSON(json_object_get(json_array_get(chains, i), "filters"),
+                   "[{\"name\": \"envoy.filters.network.tcp_proxy\", \"typed_config\": {"
+                   " \"@type\": \"" TCP_PROXY_T "\", \"stat_prefix\": \"inbound|7777||\","
+                   " \"cluster\": \"inbound|7777||\", \"idle_timeout\": \"3600s\"}}]");
+    CHECK(cluster(b, "inbound|7777||") != NULL);
+    CHECK(json_object_get(cluster(b, "inbound|7777||"), "http2_protocol_options") == NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(http_connection_options)
+{
+    wf_config *c = load("tcp");
+    json_t *b = run_app(c, NULL, 7777), *h;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    for (int i = 0; i < 2; i++) {
+        h = hcm(b, i ? "virtualInbound" : "virtualOutbound");
+        CHECK_JSON(json_object_get(h, "upgrade_configs"), "[{\"upgrade_type\": \"websocket\"}]");
+        CHECK_JSON(json_object_get(h, "common_http_protocol_options"),
+                   "{\"idle_timeout\": \"3600s\"}");
+        CHECK_STR(jstr_at(h, "stream_idle_timeout"), "300s");
+    }
+    CHECK_JSON(json_object_get(cluster(b, "outbound|8080||web.default.svc.cluster.local"),
+                               "common_http_protocol_options"),
+               "{\"idle_timeout\": \"90s\", \"max_requests_per_connection\": 5}");
+    CHECK(json_object_get(cluster(b, "outbound|9000||echo.default.svc.cluster.local"),
+                          "common_http_protocol_options") == NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
 int main(void)
 {
     mesh = load("mesh");
@@ -1552,6 +1693,9 @@ int main(void)
     RUN(upstream_auto_mtls);
     RUN(upstream_destination_rule_tls);
     RUN(grpc_has_no_transport_sockets);
+    RUN(tcp_listeners);
+    RUN(tcp_inbound_app);
+    RUN(http_connection_options);
     if (mesh)
         wf_config_free(mesh);
     return TEST_SUMMARY();
