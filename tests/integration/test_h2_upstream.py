@@ -246,12 +246,6 @@ def parallel_gets(url, n, host=HOST, parallel=50):
         return out
 
 
-def downstream_h2(w):
-    """True when the proxy answers HTTP/2 clients (h2c prior knowledge)."""
-    r = curl(w.out_url + "/small.txt", host=HOST, extra=("--http2-prior-knowledge",))
-    return r.status == 200
-
-
 # --------------------------------------------------------------------------
 # files: small, large, many at once
 
@@ -396,9 +390,7 @@ def test_max_requests_per_connection(weft, nghttpd):
     cl = [c for c in w.config_dump().get("clusters") or []
           if c.get("name") == CLUSTER[len("cluster."):]]
     assert cl, "no cluster %s in /config_dump" % CLUSTER
-    if "max_requests_per_connection" not in (cl[0].get("common_http_protocol_options") or {}):
-        pytest.skip("the translator does not emit the DestinationRule's maxRequestsPerConnection "
-                    "(common_http_protocol_options.max_requests_per_connection) yet")
+    assert cl[0].get("common_http_protocol_options", {}).get("max_requests_per_connection") == 2
     # One after the other: two streams per connection, then a new one.
     for _ in range(5):
         r = curl(w.out_url + "/small.txt", host=HOST)
@@ -480,8 +472,6 @@ def test_upload_is_echoed(weft, nghttpd, tmp_path):
 def test_upload_from_an_http2_client(weft, nghttpd, tmp_path):
     b = nghttpd(echo=True)
     w = weft(h2_service(b.port))
-    if not downstream_h2(w):
-        pytest.skip("the proxy does not take HTTP/2 clients yet (downstream_h2.c)")
     body = os.urandom(5 * MiB)
     f = tmp_path / "up.bin"
     f.write_bytes(body)
@@ -584,8 +574,6 @@ def test_graceful_server_stop_and_restart(weft, grpc_server):
 def test_grpc_calls_through_the_proxy(weft, grpc_server):
     g = grpc_server()
     w = weft(h2_service(g.port, protocol="GRPC"))
-    if not downstream_h2(w):
-        pytest.skip("the proxy does not take HTTP/2 clients yet (downstream_h2.c)")
     # curl: a framed message in, the echo and grpc-status in the trailers out.
     msg = b"weft"
     frame = b"\x00" + len(msg).to_bytes(4, "big") + msg
