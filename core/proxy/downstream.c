@@ -1338,11 +1338,14 @@ void wf_downstream_sweep(wf_worker *w, uint64_t now)
         const wf_listener *l =
             dc->lindex < w->snap->n_ls ? &w->snap->ls[dc->lindex] : NULL;
         next = dc->next;
-        /* HTTP/1.1 connections between requests (HTTP/2 sessions and
-         * tunnels have timeouts of their own). */
-        if (dc->s || dc->h2 || dc->l4 || dc->closing || !l || !l->idle_timeout_ms)
+        /* Connections between requests: HTTP/1.1 without a stream, HTTP/2
+         * without streams (GOAWAY, then closed); tunnels have their own. */
+        if (dc->s || dc->l4 || dc->closing || !l || !l->idle_timeout_ms ||
+            (dc->h2 && !wf_h2d_idle(dc)) || now - dc->last_ms < l->idle_timeout_ms)
             continue;
-        if (now - dc->last_ms >= l->idle_timeout_ms)
+        if (dc->h2)
+            wf_h2d_goaway(dc);
+        else
             dc_close(dc);
     }
 }

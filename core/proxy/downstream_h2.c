@@ -45,6 +45,11 @@
 #define H2_STREAM_WINDOW (1 << 20)
 #define H2_CONN_WINDOW (16 << 20)
 #define H2_SEND_CHUNK 16384
+/* Response bytes a connection may hold for a client that does not read:
+ * each stream holds up to WF_WRITE_HIGH_WATER, but 256 of them must not
+ * add up to 256 MiB.  Above this every stream adding bytes pauses its
+ * upstream; below half of it they resume. */
+#define H2_CONN_QUEUE_MAX (8u << 20)
 
 typedef struct wf_h2s {
     struct wf_h2conn *c;
@@ -59,6 +64,7 @@ typedef struct wf_h2s {
     char *trailer_mem;
     size_t unconsumed; /* request bytes not acknowledged yet (paused) */
     int flow_paused;
+    int conn_paused; /* its upstream paused for the connection's total */
     size_t hdr_bytes;
     struct wf_h2s *prev, *next;
 } wf_h2s;
@@ -68,6 +74,8 @@ typedef struct wf_h2conn {
     nghttp2_session *ng;
     wf_h2s *streams;
     size_t n_streams;
+    size_t queued;  /* response bytes in all its streams' queues */
+    int n_conn_paused;
     int busy;       /* inside nghttp2: do not free */
     int want_close; /* close once out of nghttp2 */
     int goaway;     /* drain: GOAWAY sent, close when the streams are done */
@@ -85,6 +93,8 @@ static void schedule_flush(wf_h2conn *c);
 
 static void h2s_free(wf_h2s *h)
 {
+    h->c->queued -= wf_chunkq_len(&h->out);
+    h->c->n_conn_paused -= h->conn_paused;
     wf_chunkq_free(&h->out);
     free(h->trailers);
     free(h->trailer_mem);
@@ -128,11 +138,29 @@ static void end_wf_stream(wf_h2s *h, const char *flags)
 
 /* ---- response side (called by downstream.c) ---- */
 
+/* The connection's queues drained below half their cap: the streams paused
+ * for it go on (those whose own queue is below its mark). */
+static void conn_resume(wf_h2conn *c)
+{
+    for (wf_h2s *h = c->streams; h && c->n_conn_paused; h = h->next) {
+        if (!h->conn_paused)
+            continue;
+        h->conn_paused = 0;
+        c->n_conn_paused--;
+        if (h->s && !wf_chunkq_full(&h->out))
+            wf_upstream_read_control(h->s, 1);
+    }
+}
+
 static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     wf_h2s *h = src->ptr;
     size_t n = wf_chunkq_pull(&h->out, buf, length);
+
+    h->c->queued -= n;
+    if (h->c->n_conn_paused && h->c->queued < H2_CONN_QUEUE_MAX / 2)
+        conn_resume(h->c);
 
     if (wf_chunkq_empty(&h->out) && h->out_end) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
@@ -148,7 +176,7 @@ static ssize_t read_body(nghttp2_session *ng, int32_t id, uint8_t *buf, size_t l
         return NGHTTP2_ERR_DEFERRED;
     }
     /* Room again below the mark: the upstream may go on. */
-    if (h->s && wf_chunkq_low(&h->out))
+    if (h->s && !h->conn_paused && wf_chunkq_low(&h->out))
         wf_upstream_read_control(h->s, 1);
     return (ssize_t)n;
 }
@@ -231,6 +259,12 @@ void wf_h2d_body(wf_stream *s, const char *data, size_t len)
     if (wf_chunkq_push(&h->out, data, len) < 0) {
         wf_h2d_abort(s);
         return;
+    }
+    h->c->queued += len;
+    if (h->c->queued > H2_CONN_QUEUE_MAX && !h->conn_paused) {
+        h->conn_paused = 1;
+        h->c->n_conn_paused++;
+        wf_upstream_read_control(s, 0);
     }
     if (h->deferred && h->submitted) {
         h->deferred = 0;
@@ -708,6 +742,11 @@ void wf_h2d_goaway(wf_dconn *dc)
                           nghttp2_session_get_last_proc_stream_id(c->ng), NGHTTP2_NO_ERROR,
                           NULL, 0);
     conn_flush(c);
+}
+
+int wf_h2d_idle(const wf_dconn *dc)
+{
+    return dc->h2 && dc->h2->n_streams == 0 && !dc->h2->goaway;
 }
 
 void wf_h2d_free(wf_dconn *dc)

@@ -232,6 +232,8 @@ void wf_h2d_request_flow(wf_stream *s, int on);
 size_t wf_h2d_queued(const wf_stream *s);
 /* Drain: GOAWAY, then close once the streams are done. */
 void wf_h2d_goaway(wf_dconn *dc);
+/* 1 when the session has no stream (for the idle timeout). */
+int wf_h2d_idle(const wf_dconn *dc);
 /* The connection is closing: its streams end now ... */
 void wf_h2d_close_streams(wf_dconn *dc);
 /* ... and the session is freed from the handle's close callback. */

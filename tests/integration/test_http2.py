@@ -623,6 +623,36 @@ def test_slow_reader_does_not_stall_other_streams(path_to_web):
         assert entry.stats()["upstream_cx_total"] == 1, entry.stats()
 
 
+def test_unread_streams_keep_connection_memory_bounded(weft, backend):
+    """64 streams of 2 MiB to a client that reads nothing: each stream may
+    hold 1 MiB in the proxy, but one connection holds at most about 8 MiB
+    in all; opened again, every body arrives whole."""
+    b = backend("web-1")
+    w = one_proxy(weft, b.port)
+    n, size = 64, 2 * MiB
+    c = H2Client(w.out_port, stream_window=65535)
+    try:
+        before = w.rss_kb()
+        streams = [c.request(1 + 2 * i, "/big?n=%d" % size) for i in range(n)]
+        c.pump(lambda: all(st.status == 200 and st.data for st in streams),
+               "every stream's head and first bytes")
+        samples = []
+
+        def flat():
+            samples.append(w.rss_kb())
+            return len(samples) > 15 and max(samples[-8:]) - min(samples[-8:]) < 256
+        wait_until(flat, "the proxy's memory to stop growing", interval=0.1)
+        grown = max(samples) - before
+        assert grown < 24 * 1024, "one unread connection grew the proxy by %d KiB" % grown
+        for st_id in range(n):
+            c.window_update(1 + 2 * st_id, size)
+        c.pump(lambda: all(st.ended for st in streams), "every stream to complete", timeout=60)
+        assert all(len(st.data) == size and st.status == 200 for st in streams), \
+            [(st.status, len(st.data)) for st in streams if len(st.data) != size]
+    finally:
+        c.close()
+
+
 # --------------------------------------------------------------------------
 # request trailers: HEADERS after the body, with END_STREAM
 
