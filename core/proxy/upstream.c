@@ -19,7 +19,7 @@
 
 #include "util/log.h"
 
-#define POOL_IDLE_MAX 64
+#define POOL_IDLE_MAX 1024 /* per endpoint and worker: below the streams in flight, the surplus churns connections */
 
 static llhttp_settings_t settings;
 
