@@ -1032,6 +1032,22 @@ static void dc_feed(wf_dconn *dc, const char *data, size_t len)
     }
     if (!dc->proto_known && dc_sniff_h2(dc, &data, &len))
         return;
+    if (dc->paused) {
+        /* Pipelined behind a pending response: held, and reading stops. */
+        char *h = realloc(dc->held, dc->held_len + len);
+        if (!h) {
+            dc_close(dc);
+            return;
+        }
+        memcpy(h + dc->held_len, data, len);
+        dc->held = h;
+        dc->held_len += len;
+        if (dc->reading) {
+            dc->reading = 0;
+            uv_read_stop((uv_stream_t *)&dc->tcp);
+        }
+        return;
+    }
     e = llhttp_execute(&dc->parser, data, len);
 
     if (e == HPE_OK || dc->closing)
@@ -1041,7 +1057,7 @@ static void dc_feed(wf_dconn *dc, const char *data, size_t len)
         size_t used = pos ? (size_t)(pos - data) : len;
         WF_DEBUG("conn %p: parser paused after %zu of %zu bytes", (void *)dc, used, len);
         if (e == HPE_PAUSED_UPGRADE && dc->s)
-            dc->s->want_close = 1; /* upgrades arrive with the protocols issue */
+            dc->s->want_close = 1; /* the rest is the tunnel's, or nobody's */
         if (used < len) {
             char *h = malloc(len - used);
             if (!h) {
@@ -1057,7 +1073,10 @@ static void dc_feed(wf_dconn *dc, const char *data, size_t len)
             /* Paused by an upgrade: resume once the stream ends. */
             dc->paused = 1;
         }
-        if (dc->reading) {
+        /* Reading goes on while the response is pending (stopping and
+         * starting it costs two epoll_ctl calls a request); bytes that
+         * arrive meanwhile are held, and only then does reading stop. */
+        if (dc->reading && (used < len || e == HPE_PAUSED_UPGRADE)) {
             dc->reading = 0;
             uv_read_stop((uv_stream_t *)&dc->tcp);
         }
@@ -1134,6 +1153,17 @@ static void dc_read_end(wf_dconn *dc, ssize_t why)
             uv_read_stop((uv_stream_t *)&dc->tcp);
         }
         wf_tunnel_down_eof(dc->s);
+        return;
+    }
+    if (why == UV_EOF && !dc->h2 && dc->s && dc->s->req_done && !dc->s->resp_done &&
+        !dc->l4) {
+        /* The client finished its request and its writing: the answer
+         * still goes out, then the connection closes. */
+        dc->s->want_close = 1;
+        if (dc->reading) {
+            dc->reading = 0;
+            uv_read_stop((uv_stream_t *)&dc->tcp);
+        }
         return;
     }
     if (why == UV_EOF && dc->l4 && dc->s && !dc->s->resp_done) {

@@ -5,6 +5,7 @@ import hashlib
 import http.client
 import json
 import os
+import socket
 import threading
 import time
 
@@ -82,6 +83,36 @@ def test_pipelined_requests_split_across_writes(proxy):
         f = s.makefile("rb")
         assert read_response(f).json()["path"] == "/one"
         assert read_response(f).json()["path"] == "/two"
+    finally:
+        s.close()
+
+
+def test_pipelined_while_a_slow_response_is_pending(proxy):
+    """The second request arrives while the first (slow) one is answered:
+    it waits its turn, answers stay in order."""
+    s = connect(proxy.out_port)
+    try:
+        s.sendall(req("GET", "/slow?ms=300"))
+        wait_until(lambda: proxy.backend.inflight() == 1, "the slow request at the backend")
+        s.sendall(req("GET", "/after"))
+        f = s.makefile("rb")
+        assert read_response(f).json()["path"] == "/slow?ms=300"
+        assert read_response(f).json()["path"] == "/after"
+    finally:
+        s.close()
+
+
+def test_client_half_close_after_request_still_gets_answer(proxy):
+    """A client that shuts its writing once the request is sent (as
+    `nc -N` does) gets the answer, then the connection closes."""
+    s = connect(proxy.out_port)
+    try:
+        s.sendall(req("GET", "/slow?ms=200"))
+        s.shutdown(socket.SHUT_WR)
+        f = s.makefile("rb")
+        r = read_response(f)
+        assert r.status == 200 and r.json()["path"] == "/slow?ms=200"
+        assert f.read() == b""  # then closed
     finally:
         s.close()
 
