@@ -199,9 +199,12 @@ static int sni_match(const char *pat, const char *sni)
     return strcasecmp(pat, sni) == 0;
 }
 
+/* As Envoy chooses: the chain naming sni exactly, else the one whose
+ * wildcard matches the longest suffix, else one without server names. */
 static const wf_l4_route *pick_route(const wf_listener *l, const char *sni)
 {
-    const wf_l4_route *any = NULL;
+    const wf_l4_route *any = NULL, *wild = NULL;
+    size_t wild_len = 0;
 
     for (size_t i = 0; i < l->n_l4; i++) {
         const wf_l4_route *r = &l->l4[i];
@@ -210,11 +213,17 @@ static const wf_l4_route *pick_route(const wf_listener *l, const char *sni)
                 any = r;
             continue;
         }
-        for (size_t k = 0; sni && k < r->n_server_names; k++)
-            if (sni_match(r->server_names[k], sni))
+        for (size_t k = 0; sni && k < r->n_server_names; k++) {
+            const char *pat = r->server_names[k];
+            if (pat[0] != '*' && strcasecmp(pat, sni) == 0)
                 return r;
+            if (pat[0] == '*' && strlen(pat) > wild_len && sni_match(pat, sni)) {
+                wild = r;
+                wild_len = strlen(pat);
+            }
+        }
     }
-    return any;
+    return wild ? wild : any;
 }
 
 /* Closes a connection the listener cannot route; fmt has three %s: the

@@ -758,8 +758,8 @@ void wf_upstream_detach(wf_stream *s)
         !atomic_load(&uc->w->drain) && uc->pool->n_idle < POOL_IDLE_MAX &&
         !(s->cluster && s->cluster->max_rq_per_cx && uc->n_requests >= s->cluster->max_rq_per_cx)) {
         /* Back to the pool; keep reading to notice the endpoint closing. */
-        uc->idle_deadline = uv_now(&uc->w->loop) + (s->cluster ? s->cluster->idle_timeout_ms
-                                                               : 3600 * 1000);
+        uint64_t idle = s->cluster ? s->cluster->idle_timeout_ms : 3600 * 1000;
+        uc->idle_deadline = idle ? uv_now(&uc->w->loop) + idle : UINT64_MAX; /* 0s: never */
         uc->next_idle = uc->pool->idle;
         uc->pool->idle = uc;
         uc->pool->n_idle++;

@@ -165,6 +165,7 @@ typedef struct tr {
     json_t *domains; /* set: domains already claimed by a virtual host */
     json_t *seen;    /* set: "ip:port" already in the current ClusterLoadAssignment */
     json_t *warned;  /* set: warnings already given in this translation */
+    json_t *l4;      /* the TCP/TLS ports' listeners and claims (emit_l4_listeners) */
 } tr;
 
 static void fail(tr *t, const char *fmt, ...) __attribute__((noreturn, format(printf, 2, 3)));
@@ -1227,10 +1228,12 @@ static void emit_cluster(tr *t, json_t *clusters, json_t *endpoints, const tr_sv
     put_str(t, c, "connect_timeout", fmt_duration(t, ct));
     if (!t->grpc && (pt->proto == PR_HTTP2 || pt->proto == PR_GRPC || pt->proto == PR_GRPC_WEB))
         put_obj(t, c, "http2_protocol_options");
+    /* connectionPool.http's limits on upstream connections, the ones set
+     * (maxRequestsPerConnection 0 is Istio's "unlimited", Envoy's unset). */
     if (!t->grpc && pol.cp && pol.cp->http &&
-        (pol.cp->http->idle_timeout_ms > 0 || pol.cp->http->max_requests_per_connection > 0)) {
+        (pol.cp->http->idle_timeout_ms >= 0 || pol.cp->http->max_requests_per_connection > 0)) {
         json_t *hpo = put_obj(t, c, "common_http_protocol_options");
-        if (pol.cp->http->idle_timeout_ms > 0)
+        if (pol.cp->http->idle_timeout_ms >= 0)
             put_str(t, hpo, "idle_timeout", fmt_duration(t, pol.cp->http->idle_timeout_ms));
         if (pol.cp->http->max_requests_per_connection > 0)
             put_int(t, hpo, "max_requests_per_connection",
@@ -1382,20 +1385,27 @@ static void emit_match(tr *t, json_t *r, const wf_http_match *m)
     }
 }
 
-/* Whether a match block can apply to this workload on this port; the
- * translator resolves these so the router never sees them. */
-/* What every kind of route match says about where a request comes from and
- * goes: its port, the client's labels and namespace, the mesh as gateway. */
-#define SOURCE_APPLIES(t, m, port)                                                                 \
-    (!((m)->port && (m)->port != (port)) &&                                                        \
-     proxy_has_labels((t), (m)->source_labels, (m)->n_source_labels) &&                            \
-     !((m)->source_namespace && !streq((m)->source_namespace, (t)->ns)) &&                         \
-     !((m)->n_gateways && !has_mesh((m)->gateways, (m)->n_gateways)))
-
-static int match_applies(tr *t, const wf_http_match *m, uint32_t port)
+/* Whether a match block can apply to this workload on port: its port, the
+ * client's labels and namespace, the mesh among its gateways.  HTTP, TLS
+ * and TCP matches share these fields (SOURCE_APPLIES); the translator
+ * resolves them so the router never sees them. */
+static int source_applies(tr *t, uint32_t port, uint32_t m_port, const wf_kv *labels,
+                          size_t n_labels, const char *ns, char *const *gateways, size_t n_gateways)
 {
-    return SOURCE_APPLIES(t, m, port);
+    if (m_port && m_port != port)
+        return 0;
+    if (!proxy_has_labels(t, labels, n_labels))
+        return 0;
+    if (ns && !streq(ns, t->ns))
+        return 0;
+    if (n_gateways && !has_mesh(gateways, n_gateways))
+        return 0;
+    return 1;
 }
+
+#define SOURCE_APPLIES(t, m, port)                                                                 \
+    source_applies((t), (port), (m)->port, (m)->source_labels, (m)->n_source_labels,               \
+                   (m)->source_namespace, (m)->gateways, (m)->n_gateways)
 
 /* Port of a destination: its own, else the only port of its service, else
  * (several ports, or an unknown service) the virtual host's port. */
@@ -1839,7 +1849,7 @@ static void emit_vs_routes(tr *t, json_t *routes, const tr_svc *s, const tr_port
             continue;
         }
         for (size_t j = 0; j < h->n_match; j++) {
-            if (!match_applies(t, &h->match[j], port))
+            if (!SOURCE_APPLIES(t, &h->match[j], port))
                 continue;
             /* gRPC has no query string: such a block never matches (gRPC
              * itself would ignore the route). */
@@ -2139,12 +2149,85 @@ static json_t *emit_hcm(tr *t, json_t *chain, const char *stat, const char *addr
     return hcm;
 }
 
-/* ---- opaque TCP and TLS passthrough ----------------------------------------------------------- */
+/* ---- opaque TCP and TLS passthrough --------------------------------------------------------- */
 
-/* chain.filters: one tcp_proxy to the destinations (cluster names and
- * weights; one destination needs no weight). */
-static void emit_tcp_proxy(tr *t, json_t *chain, const char *stat, char *const *clusters,
-                           const int *weights, size_t n, int64_t idle_ms)
+/* Where a tcp or tls route (or a port without one) sends connections. */
+typedef struct tr_dests {
+    char **cluster;
+    int *weight; /* used when n > 1 */
+    size_t n;
+    int64_t idle_ms; /* tcp_proxy idle_timeout */
+} tr_dests;
+
+/* The idle timeout of connections to a service port (and subset): the
+ * DestinationRule's connectionPool.tcp.idleTimeout, merged as for the
+ * cluster ("0s", Envoy's "never", when the rule says 0), else Istio's and
+ * Envoy's hour. */
+static int64_t tcp_idle(tr *t, const tr_svc *s, const char *subset, uint32_t port)
+{
+    const wf_subset *ss = NULL;
+    tr_policy pol;
+
+    if (!s)
+        return DEFAULT_TCP_IDLE_MS;
+    for (size_t i = 0; s->dr && subset && i < s->dr->n_subsets; i++)
+        if (streq(s->dr->subsets[i].name, subset))
+            ss = &s->dr->subsets[i];
+    pol = merge_policy(s->dr, ss, port);
+    if (pol.cp && pol.cp->tcp && pol.cp->tcp->idle_timeout_ms >= 0)
+        return pol.cp->tcp->idle_timeout_ms;
+    return DEFAULT_TCP_IDLE_MS;
+}
+
+/* A port's own service and nothing else. */
+static tr_dests own_dests(tr *t, const tr_svc *s, uint32_t port)
+{
+    tr_dests d = {0};
+
+    d.cluster = tr_array(t, 1, sizeof(*d.cluster));
+    d.weight = tr_array(t, 1, sizeof(*d.weight));
+    d.cluster[0] = tr_printf(t, "outbound|%u||%s", port, s->key);
+    d.weight[0] = 1;
+    d.n = 1;
+    d.idle_ms = tcp_idle(t, s, NULL, port);
+    return d;
+}
+
+/*
+ * The destinations of a tcp/tls route of service s on a port, weighted as
+ * HTTP routes are (emit_action): one destination, or only one with a
+ * weight, is a cluster; several with weights are weighted_clusters; none
+ * with a weight (Istio's validation refuses it) spreads evenly.  The idle
+ * timeout is the single destination's (its service, subset and port), or,
+ * with several, that of s on the port.
+ */
+static tr_dests route_dests(tr *t, const tr_svc *s, const wf_route_destination *rd, size_t n,
+                            uint32_t port)
+{
+    tr_dests d = {0};
+    const wf_destination *one = NULL;
+    size_t nonzero = 0;
+
+    for (size_t i = 0; i < n; i++)
+        nonzero += rd[i].weight > 0;
+    d.cluster = tr_array(t, n + 1, sizeof(*d.cluster));
+    d.weight = tr_array(t, n + 1, sizeof(*d.weight));
+    for (size_t i = 0; i < n; i++) {
+        if (n > 1 && nonzero && rd[i].weight <= 0)
+            continue; /* weight 0: no traffic */
+        one = &rd[i].destination;
+        d.cluster[d.n] = dest_cluster(t, one, port);
+        d.weight[d.n++] = nonzero ? rd[i].weight : 1;
+    }
+    if (d.n == 1)
+        d.idle_ms = tcp_idle(t, find_svc(t, one->host), one->subset, dest_port(t, one, port));
+    else
+        d.idle_ms = tcp_idle(t, s, NULL, port);
+    return d;
+}
+
+/* chain.filters: one tcp_proxy to d's destinations. */
+static void emit_tcp_proxy(tr *t, json_t *chain, const char *stat, const tr_dests *d)
 {
     json_t *f = push_obj(t, put_arr(t, chain, "filters")), *tp;
 
@@ -2152,152 +2235,175 @@ static void emit_tcp_proxy(tr *t, json_t *chain, const char *stat, char *const *
     tp = put_obj(t, f, "typed_config");
     put_str(t, tp, "@type", TCP_PROXY_TYPE);
     put_str(t, tp, "stat_prefix", stat);
-    if (n == 1) {
-        put_str(t, tp, "cluster", clusters[0]);
+    if (d->n == 1) {
+        put_str(t, tp, "cluster", d->cluster[0]);
     } else {
         json_t *arr = put_arr(t, put_obj(t, tp, "weighted_clusters"), "clusters");
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < d->n; i++) {
             json_t *o = push_obj(t, arr);
-            put_str(t, o, "name", clusters[i]);
-            put_int(t, o, "weight", weights[i]);
+            put_str(t, o, "name", d->cluster[i]);
+            put_int(t, o, "weight", d->weight[i]);
         }
     }
-    put_str(t, tp, "idle_timeout", fmt_duration(t, idle_ms));
+    put_str(t, tp, "idle_timeout", fmt_duration(t, d->idle_ms));
 }
 
-/* The destinations of a tcp/tls route, as cluster names and weights;
- * returns how many (0: none with weight). */
-static size_t route_dests(tr *t, const wf_route_destination *rd, size_t n, uint32_t port,
-                          char ***clusters, int **weights)
+/* A tcp/tls match block naming subnets, which weft cannot match on yet:
+ * warned about once, and the block is skipped rather than widened to
+ * every client and destination.  Returns 1 to skip. */
+static int l4_subnets(tr *t, const wf_virtual_service *vs, const char *kind, size_t ri,
+                      const void *m, size_t n_dest, const char *source)
 {
-    size_t k = 0;
-
-    *clusters = tr_array(t, n + 1, sizeof(char *));
-    *weights = tr_array(t, n + 1, sizeof(int));
-    for (size_t i = 0; i < n; i++) {
-        if (n > 1 && rd[i].weight <= 0)
-            continue; /* weight 0: no traffic */
-        (*clusters)[k] = dest_cluster(t, &rd[i].destination, port);
-        (*weights)[k++] = n > 1 ? rd[i].weight : 100;
-    }
-    return k;
+    if (!n_dest && !source)
+        return 0;
+    if (first_warning(t, m, "subnets"))
+        warn("VirtualService %s/%s: %s[%zu]: match.%s is not supported; that match block is "
+             "skipped (match on port, sourceLabels or sourceNamespace instead)",
+             vs->meta.namespace_, vs->meta.name, kind, ri,
+             n_dest ? "destinationSubnets" : "sourceSubnet");
+    return 1;
 }
 
-
-/* A TCP or TLS port's listener on the outbound address, made once per port
- * number (services sharing a TLS port get a filter chain each). */
-static json_t *l4_listener(tr *t, json_t *listeners, json_t *by_port, const char *oa,
-                           uint32_t port, int tls)
+/*
+ * A new filter chain named name on the outbound listener of a TCP or TLS
+ * port, the listener made on first use (with a TLS inspector once a chain
+ * matches server names).  t->l4 keeps, per port, the listener ("P"), the
+ * TCP service that took the port ("P tcp") and the server names claimed
+ * ("P sni NAME").
+ */
+static json_t *l4_chain(tr *t, json_t *listeners, const char *oa, uint32_t port, const char *name,
+                        char *const *sni, size_t n_sni)
 {
     const char *key = tr_printf(t, "%u", port);
-    json_t *l = json_object_get(by_port, key), *sa, *lf;
+    json_t *l = json_object_get(t->l4, key), *fc, *lf, *arr;
 
-    if (l)
-        return l;
-    l = push_obj(t, listeners);
-    put(t, by_port, key, json_incref(l));
-    put_str(t, l, "name", tr_printf(t, "%s_%u", oa, port));
-    sa = put_obj(t, put_obj(t, l, "address"), "socket_address");
-    put_str(t, sa, "address", oa);
-    put_int(t, sa, "port_value", port);
-    put_str(t, l, "traffic_direction", "OUTBOUND");
-    if (tls) {
+    if (!l) {
+        l = push_obj(t, listeners);
+        put(t, t->l4, key, json_incref(l));
+        put_str(t, l, "name", tr_printf(t, "%s_%u", oa, port));
+        lf = put_obj(t, put_obj(t, l, "address"), "socket_address");
+        put_str(t, lf, "address", oa);
+        put_int(t, lf, "port_value", port);
+        put_str(t, l, "traffic_direction", "OUTBOUND");
+        put_arr(t, l, "filter_chains");
+    }
+    if (n_sni && !json_object_get(l, "listener_filters")) {
         lf = push_obj(t, put_arr(t, l, "listener_filters"));
         put_str(t, lf, "name", TLS_INSPECTOR_NAME);
         put_str(t, put_obj(t, lf, "typed_config"), "@type", TLS_INSPECTOR_TYPE);
     }
-    put_arr(t, l, "filter_chains");
-    return l;
+    fc = push_obj(t, json_object_get(l, "filter_chains"));
+    put_str(t, fc, "name", name);
+    if (n_sni) {
+        arr = put_arr(t, put_obj(t, fc, "filter_chain_match"), "server_names");
+        for (size_t i = 0; i < n_sni; i++)
+            push_str(t, arr, sni[i]);
+    }
+    return fc;
 }
 
-/* One service's TCP or TLS port: its filter chain(s) on the port's listener. */
-static void emit_l4_port(tr *t, json_t *listeners, json_t *by_port, const char *oa,
-                         const tr_svc *s, const tr_port *pt)
+/*
+ * Claims server name sni on port for chain name; 0 when an earlier chain
+ * has it (Envoy refuses a listener whose chains match alike, so the first
+ * keeps it: services in host order, routes in order).
+ */
+static int claim_sni(tr *t, uint32_t port, const char *sni, const char *name)
 {
-    uint32_t port = pt->port->number;
-    int tls = pt->proto == PR_TLS || pt->proto == PR_HTTPS;
-    const char *own = tr_printf(t, "outbound|%u||%s", port, s->key);
-    tr_policy pol = merge_policy(s->dr, NULL, port);
-    int64_t idle = pol.cp && pol.cp->tcp && pol.cp->tcp->idle_timeout_ms > 0
-                       ? pol.cp->tcp->idle_timeout_ms
-                       : DEFAULT_TCP_IDLE_MS;
-    json_t *l = l4_listener(t, listeners, by_port, oa, port, tls);
-    json_t *chains = json_object_get(l, "filter_chains"), *fc;
-    const wf_virtual_service *vs = find_vs(t, s, tls ? VS_TLS : VS_TCP);
-    char **cl = (char **)&own;
-    int one = 100, *wt = &one;
-    size_t n = 1;
+    const char *key = tr_printf(t, "%u sni %s", port, tr_lower(t, sni));
+    json_t *had = json_object_get(t->l4, key);
 
-    if (!tls) {
-        if (json_array_size(chains)) {
-            const char *winner = json_string_value(json_object_get(json_array_get(chains, 0),
-                                                                   "name"));
-            if (first_warning(t, s, tr_printf(t, "tcp%u", port)))
-                warn("service %s: TCP port %u is taken by another service (%s): without "
-                     "service VIPs nothing tells two TCP services on one port apart, so %s:%u "
-                     "relays to %s only; give the services different ports",
-                     s->key, port, winner, oa, port, winner);
-            return;
-        }
-        for (size_t r = 0; vs && r < vs->n_tcp; r++) {
-            const wf_tcp_route *tr_ = &vs->tcp[r];
-            int ok = tr_->n_match == 0;
-            for (size_t m = 0; m < tr_->n_match && !ok; m++)
-                ok = SOURCE_APPLIES(t, &tr_->match[m], port);
-            if (!ok)
-                continue;
-            n = route_dests(t, tr_->route, tr_->n_route, port, &cl, &wt);
-            break;
-        }
-        if (n == 0)
-            return;
-        fc = push_obj(t, chains);
-        put_str(t, fc, "name", own);
-        emit_tcp_proxy(t, fc, own, cl, wt, n, idle);
+    if (had) {
+        WF_DEBUG("translate: server name %s on port %u already goes to %s; not to %s", sni, port,
+                 json_string_value(had), name);
+        return 0;
+    }
+    put_str(t, t->l4, key, name);
+    return 1;
+}
+
+/* A TCP port of service s: one chain for the whole port, the first
+ * service by host name taking it, routed by s's VirtualService tcp routes. */
+static void emit_tcp_port(tr *t, json_t *listeners, const char *oa, const tr_svc *s, uint32_t port)
+{
+    const char *name = tr_printf(t, "outbound|%u||%s", port, s->key);
+    const char *key = tr_printf(t, "%u tcp", port);
+    const char *winner = json_string_value(json_object_get(t->l4, key));
+    const wf_virtual_service *vs;
+    tr_dests d = own_dests(t, s, port);
+
+    if (winner) {
+        if (first_warning(t, s, key))
+            warn("service %s: TCP port %u is also a port of %s; without service VIPs nothing "
+                 "tells TCP services on one port apart, so %s:%u relays to %s only (the first "
+                 "by host name); give the services different ports",
+                 s->key, port, winner, oa, port, winner);
         return;
     }
-    /* TLS: a chain per tls route (its sniHosts), else one for the service's
-     * host, routed by the SNI the client sends. */
+    put_str(t, t->l4, key, s->key);
+    vs = find_vs(t, s, VS_TCP);
+    for (size_t r = 0; vs && r < vs->n_tcp; r++) {
+        const wf_tcp_route *rt = &vs->tcp[r];
+        int ok = rt->n_match == 0;
+        for (size_t m = 0; m < rt->n_match && !ok; m++) {
+            const wf_l4_match *lm = &rt->match[m];
+            ok = !l4_subnets(t, vs, "tcp", r, lm, lm->n_destination_subnets, lm->source_subnet) &&
+                 SOURCE_APPLIES(t, lm, port);
+        }
+        if (!ok)
+            continue;
+        if (rt->n_route)
+            d = route_dests(t, s, rt->route, rt->n_route, port);
+        break;
+    }
+    emit_tcp_proxy(t, l4_chain(t, listeners, oa, port, name, NULL, 0), name, &d);
+}
+
+/* A TLS port of service s: a chain per tls route of its VirtualService
+ * that applies (its sniHosts as server names); with none, one chain for
+ * the service's own host.  Several services share a TLS port by SNI. */
+static void emit_tls_port(tr *t, json_t *listeners, const char *oa, const tr_svc *s, uint32_t port)
+{
+    const char *own = tr_printf(t, "outbound|%u||%s", port, s->key);
+    const wf_virtual_service *vs = find_vs(t, s, VS_TLS);
+    int routed = 0;
+    tr_dests d;
+
     for (size_t r = 0; vs && r < vs->n_tls; r++) {
-        const wf_tls_route *tr_ = &vs->tls[r];
-        json_t *names = NULL;
-        for (size_t m = 0; m < tr_->n_match; m++) {
-            if (!SOURCE_APPLIES(t, &tr_->match[m], port))
+        const wf_tls_route *rt = &vs->tls[r];
+        const char *name = tr_printf(t, "%s/tls.%zu", own, r);
+        size_t n = 0, cap = 0;
+        char **sni = NULL;
+
+        for (size_t m = 0; m < rt->n_match; m++) {
+            const wf_tls_match *tm = &rt->match[m];
+            if (l4_subnets(t, vs, "tls", r, tm, tm->n_destination_subnets, NULL) ||
+                !SOURCE_APPLIES(t, tm, port))
                 continue;
-            for (size_t h = 0; h < tr_->match[m].n_sni_hosts; h++) {
-                if (!names)
-                    names = json_array();
-                json_array_append_new(names, json_string(tr_->match[m].sni_hosts[h]));
+            routed = 1;
+            for (size_t h = 0; h < tm->n_sni_hosts; h++) {
+                if (!tm->sni_hosts[h] || !tm->sni_hosts[h][0] ||
+                    !claim_sni(t, port, tm->sni_hosts[h], name))
+                    continue;
+                sni = tr_grow(t, sni, &cap, n, sizeof(*sni));
+                sni[n++] = tm->sni_hosts[h];
             }
         }
-        if (!names)
+        if (!n || !rt->n_route)
             continue;
-        n = route_dests(t, tr_->route, tr_->n_route, port, &cl, &wt);
-        if (n == 0) {
-            json_decref(names);
-            continue;
-        }
-        fc = push_obj(t, chains);
-        put_str(t, fc, "name", tr_printf(t, "%s/tls%zu", own, r));
-        put(t, put_obj(t, fc, "filter_chain_match"), "server_names", names);
-        emit_tcp_proxy(t, fc, own, cl, wt, n, idle);
+        d = route_dests(t, s, rt->route, rt->n_route, port);
+        emit_tcp_proxy(t, l4_chain(t, listeners, oa, port, name, sni, n), own, &d);
     }
-    if (vs && vs->n_tls)
+    if (routed || !claim_sni(t, port, s->key, own))
         return;
-    fc = push_obj(t, chains);
-    put_str(t, fc, "name", own);
-    push_str(t, put_arr(t, put_obj(t, fc, "filter_chain_match"), "server_names"), s->key);
-    emit_tcp_proxy(t, fc, own, cl, wt, 1, idle);
+    d = own_dests(t, s, port);
+    emit_tcp_proxy(t, l4_chain(t, listeners, oa, port, own, &s->key, 1), own, &d);
 }
 
 /* Explicit mode's counterpart of Istio's capture: every TCP and TLS service
- * port gets a listener of its own on the outbound address. */
+ * port gets a listener of its own on the outbound address, except a port
+ * the proxy's own listeners use (ip < 0: no inbound listener). */
 static void emit_l4_listeners(tr *t, json_t *listeners, const char *oa, int op, int ip)
 {
-    json_t *by_port = json_object();
-
-    if (!by_port)
-        OOM(t);
     for (size_t i = 0; i < t->n_svcs; i++) {
         const tr_svc *s = &t->svcs[i];
         if (s->key[0] == '*')
@@ -2309,15 +2415,20 @@ static void emit_l4_listeners(tr *t, json_t *listeners, const char *oa, int op, 
                 continue;
             if ((int)port == op || (int)port == ip) {
                 if (first_warning(t, s, tr_printf(t, "port%u", port)))
-                    warn("service %s: TCP port %u is the proxy's own %s listener port; it is "
-                         "not served as a TCP port",
-                         s->key, port, (int)port == op ? "outbound" : "inbound");
+                    warn("service %s: %s port %u is the port of the proxy's own %s listener, "
+                         "so it is not served; move the listener (flag --%s) or the service "
+                         "to another port",
+                         s->key, pt->proto == PR_TLS || pt->proto == PR_HTTPS ? "TLS" : "TCP", port,
+                         (int)port == op ? "outbound" : "inbound",
+                         (int)port == op ? "outbound" : "inbound");
                 continue;
             }
-            emit_l4_port(t, listeners, by_port, oa, s, pt);
+            if (pt->proto == PR_TLS || pt->proto == PR_HTTPS)
+                emit_tls_port(t, listeners, oa, s, port);
+            else
+                emit_tcp_port(t, listeners, oa, s, port);
         }
     }
-    json_decref(by_port);
 }
 
 /* The inbound side of mTLS: the workload certificate, a peer certificate
@@ -2344,7 +2455,7 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
     const wf_proxy_info *p = t->p;
     int port = p->inbound_port ? p->inbound_port : 15006;
     const char *addr = p->inbound_addr ? p->inbound_addr : "0.0.0.0";
-    const char *cname = tr_printf(t, "inbound|%d||", p->app_port);
+    char *cname = tr_printf(t, "inbound|%d||", p->app_port);
     json_t *l, *lf, *chains, *chain[2] = {NULL, NULL}, *hcm, *rc, *vh, *r, *c, *la, *lbes;
     /* STRICT: mTLS only; PERMISSIVE: either, told apart by the TLS
      * inspector; DISABLE: plaintext only. */
@@ -2367,26 +2478,29 @@ static void emit_inbound(tr *t, json_t *listeners, json_t *clusters, json_t *end
         if (k == 0)
             emit_inbound_tls(t, chain[k]);
     }
-    hcm = emit_hcm(t, chain[0] ? chain[0] : chain[1], "inbound", addr, port);
-    rc = put_obj(t, hcm, "route_config");
-    put_str(t, rc, "name", "inbound");
-    vh = push_obj(t, put_arr(t, rc, "virtual_hosts"));
-    put_str(t, vh, "name", tr_printf(t, "inbound|http|%d", p->app_port));
-    push_str(t, put_arr(t, vh, "domains"), "*");
-    r = push_obj(t, put_arr(t, vh, "routes"));
-    put_str(t, r, "name", "default");
-    put_str(t, put_obj(t, r, "match"), "prefix", "/");
-    put_str(t, put_obj(t, r, "route"), "cluster", cname);
-    emit_http_filters(t, hcm);
     if (app_tcp) {
-        /* An app that speaks TCP: the bytes go to it as they come. */
-        json_t *c0 = chain[0] ? chain[0] : chain[1];
-        json_object_del(c0, "filters");
-        emit_tcp_proxy(t, c0, cname, (char **)&cname, NULL, 1, DEFAULT_TCP_IDLE_MS);
+        /* An app that speaks TCP: each chain relays the bytes as they come. */
+        int one = 1;
+        tr_dests d = {&cname, &one, 1, DEFAULT_TCP_IDLE_MS};
+        for (int k = 0; k < 2; k++)
+            if (chain[k])
+                emit_tcp_proxy(t, chain[k], cname, &d);
+    } else {
+        hcm = emit_hcm(t, chain[0] ? chain[0] : chain[1], "inbound", addr, port);
+        rc = put_obj(t, hcm, "route_config");
+        put_str(t, rc, "name", "inbound");
+        vh = push_obj(t, put_arr(t, rc, "virtual_hosts"));
+        put_str(t, vh, "name", tr_printf(t, "inbound|http|%d", p->app_port));
+        push_str(t, put_arr(t, vh, "domains"), "*");
+        r = push_obj(t, put_arr(t, vh, "routes"));
+        put_str(t, r, "name", "default");
+        put_str(t, put_obj(t, r, "match"), "prefix", "/");
+        put_str(t, put_obj(t, r, "route"), "cluster", cname);
+        emit_http_filters(t, hcm);
+        /* The same connection manager behind either transport. */
+        if (chain[0] && chain[1])
+            put(t, chain[1], "filters", json_deep_copy(json_object_get(chain[0], "filters")));
     }
-    /* The same filters behind either transport. */
-    if (chain[0] && chain[1])
-        put(t, chain[1], "filters", json_deep_copy(json_object_get(chain[0], "filters")));
 
     c = push_obj(t, clusters);
     put_str(t, c, "name", cname);
@@ -2448,8 +2562,7 @@ static void check_proxy(tr *t)
     if (p->app_protocol && strcasecmp(p->app_protocol, "http") != 0 &&
         strcasecmp(p->app_protocol, "http2") != 0 && strcasecmp(p->app_protocol, "grpc") != 0 &&
         strcasecmp(p->app_protocol, "tcp") != 0)
-        fail(t, "translate: app protocol \"%s\" is not http, http2, grpc or tcp",
-             p->app_protocol);
+        fail(t, "translate: app protocol \"%s\" is not http, http2, grpc or tcp", p->app_protocol);
     if (p->app_port < 0 || p->app_port > 65535 || p->outbound_port < 0 ||
         p->outbound_port > 65535 || p->inbound_port < 0 || p->inbound_port > 65535)
         fail(t, "translate: port out of range (outbound %d, inbound %d, app %d)", p->outbound_port,
@@ -2477,7 +2590,7 @@ static void translate_all(tr *t)
     t->td = t->cfg->mesh.trust_domain && t->cfg->mesh.trust_domain[0] ? t->cfg->mesh.trust_domain
                                                                       : DEFAULT_TRUST_DOMAIN;
     if (!(t->bundle = json_object()) || !(t->domains = json_object()) ||
-        !(t->seen = json_object()) || !(t->warned = json_object()))
+        !(t->seen = json_object()) || !(t->warned = json_object()) || !(t->l4 = json_object()))
         OOM(t);
     put_str(t, t->bundle, "version_info", "");
     listeners = put_arr(t, t->bundle, "listeners");
@@ -2497,7 +2610,8 @@ static void translate_all(tr *t)
         hcm = emit_hcm(t, push_obj(t, put_arr(t, l, "filter_chains")), "outbound", oa, op);
         emit_outbound_routes(t, hcm);
         emit_http_filters(t, hcm);
-        emit_l4_listeners(t, listeners, oa, op, p->inbound_port ? p->inbound_port : 15006);
+        emit_l4_listeners(t, listeners, oa, op,
+                          p->app_port > 0 ? (p->inbound_port ? p->inbound_port : 15006) : -1);
         if (p->app_port > 0)
             emit_inbound(t, listeners, clusters, endpoints);
     }
@@ -2518,6 +2632,7 @@ static void cleanup(tr *t)
     json_decref(t->domains);
     json_decref(t->seen);
     json_decref(t->warned);
+    json_decref(t->l4);
 }
 
 json_t *wf_translate(const wf_config *cfg, const wf_proxy_info *p, char *err, size_t errlen)

@@ -40,7 +40,8 @@ typedef struct wf_proxy_info {
     int inbound_port;            /* 0 = 15006 */
     int app_port;                /* 0: no inbound listener (ignored for "grpc") */
     const char *app_protocol;    /* what the app on app_port speaks: "http" (NULL), "http2"
-                                    or "grpc" (both HTTP/2 with prior knowledge) */
+                                    or "grpc" (both HTTP/2 with prior knowledge), or "tcp"
+                                    (opaque bytes: inbound chains carry a tcp_proxy) */
 } wf_proxy_info;
 
 /*

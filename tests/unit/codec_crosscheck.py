@@ -17,12 +17,65 @@ written by core/xds/codec.c.
    parses xDS with) are read out of it, and every field of proto/ must have
    there the same number, type and cardinality: an independent proof of the
    field numbers.  Fields newer than gRPC 1.51 are reported, not failed.
+3. Messages gRPC has no copy of (TcpProxy: a proxyless client has no
+   network filters) are checked against ENVOY_API below, Envoy's numbers
+   transcribed from its api/ tree; and every field in REQUIRED must have
+   been checked by one of the two, so a field the translator relies on
+   cannot slip through as "newer".
 """
 import glob
 import re
 import sys
 
 from google.protobuf import descriptor_pb2, descriptor_pool, json_format, message_factory
+
+F = descriptor_pb2.FieldDescriptorProto
+TCP_PROXY = 'envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy'
+
+# Envoy's definitions of messages libgrpc does not embed, in the form
+# grpc_descriptors() returns: {field: (number, type, type_name, label)}.
+# From envoyproxy/envoy api/envoy/extensions/filters/network/tcp_proxy/v3/
+# tcp_proxy.proto (proto3: every field LABEL_OPTIONAL unless repeated).
+ENVOY_API = {
+    TCP_PROXY: {
+        'stat_prefix': (1, F.TYPE_STRING, '', F.LABEL_OPTIONAL),
+        'cluster': (2, F.TYPE_STRING, '', F.LABEL_OPTIONAL),
+        'idle_timeout': (8, F.TYPE_MESSAGE, '.google.protobuf.Duration', F.LABEL_OPTIONAL),
+        'weighted_clusters': (10, F.TYPE_MESSAGE, '.' + TCP_PROXY + '.WeightedCluster',
+                              F.LABEL_OPTIONAL),
+    },
+    TCP_PROXY + '.WeightedCluster': {
+        'clusters': (1, F.TYPE_MESSAGE, '.' + TCP_PROXY + '.WeightedCluster.ClusterWeight',
+                     F.LABEL_REPEATED),
+    },
+    TCP_PROXY + '.WeightedCluster.ClusterWeight': {
+        'name': (1, F.TYPE_STRING, '', F.LABEL_OPTIONAL),
+        'weight': (2, F.TYPE_UINT32, '', F.LABEL_OPTIONAL),
+    },
+}
+
+# Fields the translator's TCP/TLS/WebSocket output (docs/resources.md)
+# depends on: each must be checked against Envoy's numbers by one source.
+HCM = 'envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager'
+REQUIRED = [
+    'envoy.config.listener.v3.FilterChainMatch.server_names',
+    'envoy.config.listener.v3.FilterChainMatch.transport_protocol',
+    HCM + '.upgrade_configs',
+    HCM + '.UpgradeConfig.upgrade_type',
+    HCM + '.UpgradeConfig.enabled',
+    HCM + '.stream_idle_timeout',
+    HCM + '.common_http_protocol_options',
+    'envoy.config.cluster.v3.Cluster.common_http_protocol_options',
+    'envoy.config.core.v3.HttpProtocolOptions.idle_timeout',
+    'envoy.config.core.v3.HttpProtocolOptions.max_requests_per_connection',
+    TCP_PROXY + '.stat_prefix',
+    TCP_PROXY + '.cluster',
+    TCP_PROXY + '.weighted_clusters',
+    TCP_PROXY + '.idle_timeout',
+    TCP_PROXY + '.WeightedCluster.clusters',
+    TCP_PROXY + '.WeightedCluster.ClusterWeight.name',
+    TCP_PROXY + '.WeightedCluster.ClusterWeight.weight',
+]
 
 
 def reencode(fds, manifest):
@@ -109,7 +162,9 @@ def grpc_descriptors():
     return out
 
 
-def compare(fds, theirs):
+def compare(fds, theirs, who, done):
+    """Checks proto/ against theirs; adds the full names of the fields it
+    checked to done.  Returns (mismatches, fields checked, names theirs lacks)."""
     checked = bad = 0
     newer = []
 
@@ -126,11 +181,12 @@ def compare(fds, theirs):
                     newer.append(full + '.' + f.name)
                     continue
                 checked += 1
+                done.add(full + '.' + f.name)
                 num, typ, type_name, label = x
                 if (num, typ, type_name, label == 3) != (f.number, f.type, f.type_name,
                                                          f.label == 3):
-                    print('MISMATCH %s.%s: ours %s, gRPC %s' %
-                          (full, f.name, (f.number, f.type, f.type_name, f.label), x))
+                    print('MISMATCH %s.%s: ours %s, %s %s' %
+                          (full, f.name, (f.number, f.type, f.type_name, f.label), who, x))
                     bad += 1
         for n in d.nested_type:
             msg(full + '.' + n.name, n)
@@ -146,7 +202,8 @@ def compare(fds, theirs):
         for v in e.value:
             checked += 1
             if t.get(v.name) != v.number:
-                print('MISMATCH %s.%s: ours %d, gRPC %s' % (full, v.name, v.number, t.get(v.name)))
+                print('MISMATCH %s.%s: ours %d, %s %s' % (full, v.name, v.number, who,
+                                                         t.get(v.name)))
                 bad += 1
 
     for f in fds.file:
@@ -154,22 +211,36 @@ def compare(fds, theirs):
             msg(f.package + '.' + d.name, d)
         for e in f.enum_type:
             enum(f.package + '.' + e.name, e)
-    print('gRPC C-core agrees on %d fields and enum values; not in its copy: %s' %
-          (checked - bad, ', '.join(newer) or 'none'))
-    return bad, checked
+    return bad, checked, newer
 
 
 def main():
     fds = descriptor_pb2.FileDescriptorSet.FromString(open(sys.argv[1], 'rb').read())
     bad = reencode(fds, sys.argv[2])
+    done = set()
     theirs = grpc_descriptors()
     if not theirs:
-        print('libgrpc not found or unreadable: field numbers not cross-checked')
+        print('libgrpc not found or unreadable: field numbers not cross-checked with gRPC')
     else:
-        mismatched, checked = compare(fds, theirs)
+        mismatched, checked, newer = compare(fds, theirs, 'gRPC', done)
         bad += mismatched
+        # What gRPC lacks and ENVOY_API has is checked below, not "newer".
+        newer = [n for n in newer if n not in ENVOY_API and n.rsplit('.', 1)[0] not in ENVOY_API]
+        print('gRPC C-core agrees on %d fields and enum values; not in its copy: %s' %
+              (checked - mismatched, ', '.join(newer) or 'none'))
         if checked < 100:
             print('only %d fields found in libgrpc: its layout changed?' % checked)
+    # Messages outside ENVOY_API come back as "not in its copy": ignored.
+    mismatched, checked, _ = compare(fds, ENVOY_API, "Envoy's api/", done)
+    bad += mismatched
+    print("Envoy's api/ (ENVOY_API) agrees on %d fields gRPC has no copy of" %
+          (checked - mismatched))
+    # Without libgrpc only ENVOY_API's part of REQUIRED can be checked.
+    missing = [n for n in REQUIRED
+               if n not in done and (theirs or n.rsplit('.', 1)[0] in ENVOY_API)]
+    for n in missing:
+        print('NOT CHECKED %s: neither gRPC nor ENVOY_API has it (or proto/ lost it)' % n)
+    bad += len(missing)
     sys.exit(1 if bad else 0)
 
 

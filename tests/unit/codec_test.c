@@ -133,12 +133,13 @@ static int same_json(const json_t *a, const json_t *b, const char *what)
     return ok;
 }
 
-/* Encodes res as type_url, decodes it back; the JSON must be unchanged. */
+/* Encodes res as type_url, decodes it back; the JSON must be unchanged,
+ * and encoding what was decoded must give the same bytes again. */
 static int roundtrip(const char *type_url, const json_t *res)
 {
     char err[512] = "";
-    uint8_t *buf = NULL;
-    size_t len = 0;
+    uint8_t *buf = NULL, *again = NULL;
+    size_t len = 0, alen = 0;
     json_t *back;
     int ok;
 
@@ -150,7 +151,14 @@ static int roundtrip(const char *type_url, const json_t *res)
     if (!back)
         fprintf(stderr, "decode failed: %s\n", err);
     ok = back && same_json(res, back, wf_xds_resource_name(type_url, res));
+    if (ok && (wf_xds_encode(type_url, back, &again, &alen, err, sizeof(err)) != 0 || alen != len ||
+               memcmp(again, buf, len) != 0)) {
+        fprintf(stderr, "%s: encoding the decoded resource gives other bytes\n",
+                wf_xds_resource_name(type_url, res));
+        ok = 0;
+    }
     json_decref(back);
+    free(again);
     free(buf);
     return ok;
 }
@@ -1279,6 +1287,154 @@ TEST(fuzzed_bytes_never_crash)
 
 /* ---- cross-check with Python's protobuf ------------------------------------------------------ */
 
+/* ---- TCP, TLS passthrough, WebSocket and connection limits ----------------------------------- */
+
+#define TCP_PROXY_TYPE "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
+
+/* Every field of docs/resources.md's TCP section, translated from the tcp
+ * and l4 fixtures (outbound TCP and TLS listeners, weighted and plain
+ * tcp_proxy, an inbound TCP app, the connection managers' and clusters'
+ * HTTP options), goes there and back unchanged, bytes and JSON. */
+TEST(roundtrip_tcp_bundles)
+{
+    static const char *const keys[] = {"server_names",     "weighted_clusters",
+                                       "upgrade_configs",  "stream_idle_timeout",
+                                       "idle_timeout",     "max_requests_per_connection",
+                                       "listener_filters", "common_http_protocol_options"};
+    const char *const tcp_app = "tcp";
+    wf_config *fix[2] = {load("tcp"), load("l4")};
+    size_t seen[sizeof(keys) / sizeof(keys[0])] = {0};
+
+    for (int f = 0; f < 2; f++) {
+        CHECK(fix[f] != NULL);
+        for (int app = 0; fix[f] && app < 2; app++) {
+            char err[256];
+            wf_proxy_info p = {.role = "proxy",
+                               .namespace_ = "default",
+                               .labels = productpage,
+                               .outbound_addr = "127.0.0.9",
+                               .inbound_addr = "127.0.0.1",
+                               .app_port = 7777,
+                               .app_protocol = app ? tcp_app : NULL};
+            json_t *b = wf_translate(fix[f], &p, err, sizeof(err));
+            CHECK(b != NULL);
+            if (!b)
+                continue;
+            CHECK_INT(roundtrip_bundle(b), 0);
+            for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+                seen[k] += count_key(b, keys[k]);
+            json_decref(b);
+        }
+        if (fix[f])
+            wf_config_free(fix[f]);
+    }
+    for (size_t k = 0; k < sizeof(keys) / sizeof(keys[0]); k++)
+        if (!seen[k]) {
+            fprintf(stderr, "no %s in the TCP bundles\n", keys[k]);
+            CHECK(seen[k] > 0);
+        }
+}
+
+/* Envoy's field numbers, byte by byte. */
+TEST(tcp_proxy_bytes)
+{
+    json_t *tp = parse("{\"stat_prefix\": \"s\", \"idle_timeout\": \"30s\", \"weighted_clusters\":"
+                       " {\"clusters\": [{\"name\": \"a\", \"weight\": 80}]}}");
+    json_t *one = parse("{\"stat_prefix\": \"s\", \"cluster\": \"c\", \"idle_timeout\": \"0s\"}");
+    static const uint8_t want[] = {
+        0x0a, 0x01, 's', /* stat_prefix = 1 */
+        0x42, 0x02,      /* idle_timeout = 8 */
+        0x08, 0x1e,      /*   seconds = 1: 30 */
+        0x52, 0x07,      /* weighted_clusters = 10 */
+        0x0a, 0x05,      /*   clusters = 1 */
+        0x0a, 0x01, 'a', /*     name = 1 */
+        0x10, 0x50,      /*     weight = 2: 80 */
+    };
+    static const uint8_t want_one[] = {
+        0x0a, 0x01, 's', /* stat_prefix = 1 */
+        0x12, 0x01, 'c', /* cluster = 2 */
+        0x42, 0x00,      /* idle_timeout = 8: 0s, sent: it was given */
+    };
+    char err[256];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    CHECK(wf_xds_encode(TCP_PROXY_TYPE, tp, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want, sizeof(want)));
+    free(buf);
+    buf = NULL;
+    CHECK(wf_xds_encode(TCP_PROXY_TYPE, one, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want_one, sizeof(want_one)));
+    free(buf);
+    CHECK(roundtrip(TCP_PROXY_TYPE, tp));
+    CHECK(roundtrip(TCP_PROXY_TYPE, one));
+    json_decref(tp);
+    json_decref(one);
+}
+
+TEST(server_names_bytes)
+{
+    json_t *l = parse("{\"name\": \"l\", \"filter_chains\": [{\"name\": \"c\","
+                      " \"filter_chain_match\": {\"server_names\": [\"x\", \"*.y\"]}}]}");
+    static const uint8_t want[] = {
+        0x0a, 0x01, 'l',           /* name = 1 */
+        0x1a, 0x0d,                /* filter_chains = 3 */
+        0x0a, 0x08,                /*   filter_chain_match = 1 */
+        0x5a, 0x01, 'x',           /*     server_names = 11 */
+        0x5a, 0x03, '*', '.', 'y', /*     server_names = 11 */
+        0x3a, 0x01, 'c',           /*   name = 7 */
+    };
+    char err[256];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    CHECK(wf_xds_encode(WF_TYPE_LISTENER, l, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want, sizeof(want)));
+    free(buf);
+    json_decref(l);
+}
+
+TEST(http_options_bytes)
+{
+    json_t *h = parse("{\"stat_prefix\": \"h\", \"http_filters\": [],"
+                      " \"upgrade_configs\": [{\"upgrade_type\": \"websocket\"}],"
+                      " \"stream_idle_timeout\": \"300s\","
+                      " \"common_http_protocol_options\": {\"idle_timeout\": \"3600s\","
+                      " \"max_requests_per_connection\": 5}}");
+    json_t *c = parse("{\"name\": \"c\", \"common_http_protocol_options\":"
+                      " {\"idle_timeout\": \"90s\"}}");
+    static const uint8_t want_hcm[] = {
+        0x12, 0x01, 'h',                                 /* stat_prefix = 2 */
+        0xba, 0x01, 0x0b,                                /* upgrade_configs = 23 */
+        0x0a, 0x09, 'w', 'e', 'b', 's', 'o', 'c', 'k', 'e', 't', /*   upgrade_type = 1 */
+        0xc2, 0x01, 0x03,                                /* stream_idle_timeout = 24 */
+        0x08, 0xac, 0x02,                                /*   seconds = 1: 300 */
+        0x9a, 0x02, 0x09,                                /* common_http_protocol_options = 35 */
+        0x0a, 0x03, 0x08, 0x90, 0x1c,                    /*   idle_timeout = 1: 3600s */
+        0x32, 0x02, 0x08, 0x05, /*   max_requests_per_connection = 6: UInt32Value 5 */
+    };
+    static const uint8_t want_cluster[] = {
+        0x0a, 0x01, 'c',        /* name = 1 */
+        0xea, 0x01, 0x04,       /* common_http_protocol_options = 29 */
+        0x0a, 0x02, 0x08, 0x5a, /*   idle_timeout = 1: 90s */
+    };
+    char err[256];
+    uint8_t *buf = NULL;
+    size_t len = 0;
+
+    CHECK(wf_xds_encode(HCM_TYPE, h, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want_hcm, sizeof(want_hcm)));
+    free(buf);
+    buf = NULL;
+    CHECK(wf_xds_encode(WF_TYPE_CLUSTER, c, &buf, &len, err, sizeof(err)) == 0);
+    CHECK(bytes_are(buf, len, want_cluster, sizeof(want_cluster)));
+    free(buf);
+    CHECK(roundtrip(HCM_TYPE, h));
+    CHECK(roundtrip(WF_TYPE_CLUSTER, c));
+    json_decref(h);
+    json_decref(c);
+}
+
 static int write_file(const char *path, const void *data, size_t len)
 {
     FILE *f = fopen(path, "wb");
@@ -1330,15 +1486,18 @@ TEST(python_reads_our_bytes)
     /* The TLS fixture in every inbound mode: DownstreamTlsContext,
      * UpstreamTlsContext, TlsInspector and RawBuffer Anys are unpacked by
      * Python as the Envoy messages they name. */
-    wf_config *tlsc = load_text("tls.yaml", tls_yaml);
+    wf_config *tlsc = load_text("tls.yaml", tls_yaml), *tcpc = load("tcp");
     json_t *bundles[] = {run(mesh, "proxy", "default", productpage, 9080),
                          run(grpcfix, "grpc", "default", NULL, 0),
                          run(chain2, "proxy", "default", productpage, 8000),
                          run(tlsc, "proxy", "default", productpage, 8080),
                          run(tlsc, "proxy", "default", strict_app, 8080),
-                         run(tlsc, "proxy", "default", off_app, 8080)};
+                         run(tlsc, "proxy", "default", off_app, 8080),
+                         /* TcpProxy Anys, server names, the HTTP options */
+                         run(tcpc, "proxy", "default", productpage, 8080)};
     char err[512];
     CHECK(tlsc != NULL);
+    CHECK(tcpc != NULL);
     for (size_t bi = 0; bi < sizeof(bundles) / sizeof(bundles[0]); bi++) {
         wf_xds_response r = {.version_info = "1", .nonce = "n", .control_plane = "weft"};
         for (size_t t = 0; t < 3; t++) {
@@ -1373,6 +1532,8 @@ TEST(python_reads_our_bytes)
     fclose(m);
     if (tlsc)
         wf_config_free(tlsc);
+    if (tcpc)
+        wf_config_free(tcpc);
 
     snprintf(cmd, sizeof(cmd), "/usr/bin/python3 %s/codec_crosscheck.py %s/all.pb %s/manifest",
              srcdir(), dir, dir);
@@ -1406,6 +1567,10 @@ int main(void)
     RUN(tls_bytes);
     RUN(cluster_bytes);
     RUN(listener_bytes);
+    RUN(roundtrip_tcp_bundles);
+    RUN(tcp_proxy_bytes);
+    RUN(server_names_bytes);
+    RUN(http_options_bytes);
     RUN(request_bytes);
     RUN(request_roundtrip_with_node);
     RUN(request_nack);

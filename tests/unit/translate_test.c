@@ -7,6 +7,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -1647,6 +1648,297 @@ out:
         wf_config_free(c);
 }
 
+/* ---- TCP and TLS routes in detail (fixture testdata/translate/l4) ---- */
+
+static FILE *cap_file;
+static int cap_fd = -1;
+
+/* Sends what is logged to stderr to a file until capture_end, which
+ * returns it (a static buffer) and logs it for the reader of the test
+ * output. */
+static void capture_begin(void)
+{
+    fflush(stderr);
+    cap_file = tmpfile();
+    cap_fd = cap_file ? dup(2) : -1;
+    if (cap_fd >= 0)
+        dup2(fileno(cap_file), 2);
+}
+
+static const char *capture_end(void)
+{
+    static char buf[16384];
+    size_t n = 0;
+
+    buf[0] = 0;
+    if (cap_fd < 0)
+        return buf;
+    fflush(stderr);
+    dup2(cap_fd, 2);
+    close(cap_fd);
+    cap_fd = -1;
+    rewind(cap_file);
+    n = fread(buf, 1, sizeof(buf) - 1, cap_file);
+    buf[n] = 0;
+    fclose(cap_file);
+    fputs(buf, stderr);
+    return buf;
+}
+
+/* The filter chain named name of listener lname. */
+static json_t *chain_of(json_t *b, const char *lname, const char *name)
+{
+    return by(json_object_get(listener(b, lname), "filter_chains"), "name", name);
+}
+
+#define L4_DB "outbound|5432||db.default.svc.cluster.local"
+
+TEST(l4_tcp_routes)
+{
+    wf_config *c = load("l4");
+    json_t *b, *tp;
+    const char *log;
+
+    capture_begin();
+    b = run_app(c, NULL, 0);
+    log = capture_end();
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* No inbound listener, so 15006 is free; no listener for the wildcard
+     * host, the UDP port or the HTTP port. */
+    CHECK_STR(names_of(json_object_get(b, "listeners"), "name"),
+              "127.0.0.9_15006 127.0.0.9_5432 127.0.0.9_5672 127.0.0.9_6379 127.0.0.9_7000 "
+              "127.0.0.9_8443 virtualOutbound");
+    /* db: the route for reviews is not this client's, the subnet route is
+     * skipped with a warning, the third applies: subset v1, whose own
+     * idleTimeout 0s (no timeout) overrides the rule's 20s. */
+    tp = chain_tcp(chain_of(b, "127.0.0.9_5432", L4_DB));
+    CHECK_JSON(tp, "{\"@type\": \"" TCP_PROXY_T "\", \"stat_prefix\": \"" L4_DB "\","
+                   " \"cluster\": \"outbound|5432|v1|db.default.svc.cluster.local\","
+                   " \"idle_timeout\": \"0s\"}");
+    CHECK(strstr(log, "VirtualService default/db: tcp[1]: match.destinationSubnets is not "
+                      "supported") != NULL);
+    /* cache: weights all 0 spread evenly; several destinations take the
+     * service's idle timeout (none set: an hour). */
+    tp = chain_tcp(chain_of(b, "127.0.0.9_6379", "outbound|6379||cache.default.svc.cluster.local"));
+    CHECK_JSON(json_object_get(tp, "weighted_clusters"),
+               "{\"clusters\": [{\"name\": \"outbound|6379|v1|cache.default.svc.cluster.local\","
+               " \"weight\": 1}, {\"name\": \"outbound|6379|v2|cache.default.svc.cluster.local\","
+               " \"weight\": 1}]}");
+    CHECK_STR(jstr_at(tp, "idle_timeout"), "3600s");
+    /* queue: the route for port 5673 does not apply; of 100/0 only v1 is
+     * left, a plain cluster; the port-level 45s beats the rule's 10s. */
+    tp = chain_tcp(chain_of(b, "127.0.0.9_5672", "outbound|5672||queue.default.svc.cluster.local"));
+    CHECK_STR(jstr_at(tp, "cluster"), "outbound|5672|v1|queue.default.svc.cluster.local");
+    CHECK(json_object_get(tp, "weighted_clusters") == NULL);
+    CHECK_STR(jstr_at(tp, "idle_timeout"), "45s");
+    /* clash-in's 15006 is served while no inbound listener takes it. */
+    CHECK(chain_of(b, "127.0.0.9_15006", "outbound|15006||clash-in.default.svc.cluster.local"));
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(l4_tls_by_sni)
+{
+    wf_config *c = load("l4");
+    json_t *b = run_app(c, NULL, 0), *l, *chains, *fc;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* HTTPS is TLS passthrough: a's tls route is for port 9443, so a keeps
+     * the chain for its own name; b's first route is for other clients,
+     * its second claims b and a, and a is taken already. */
+    l = listener(b, "127.0.0.9_8443");
+    CHECK_JSON(json_object_get(l, "listener_filters"),
+               "[{\"name\": \"envoy.filters.listener.tls_inspector\", \"typed_config\": {"
+               " \"@type\": \"type.googleapis.com/envoy.extensions.filters.listener."
+               "tls_inspector.v3.TlsInspector\"}}]");
+    chains = json_object_get(l, "filter_chains");
+    CHECK_INT(json_array_size(chains), 2);
+    fc = json_array_get(chains, 0);
+    CHECK_JSON(fc, "{\"name\": \"outbound|8443||a.example.com\","
+                   " \"filter_chain_match\": {\"server_names\": [\"a.example.com\"]},"
+                   " \"filters\": [{\"name\": \"envoy.filters.network.tcp_proxy\","
+                   "  \"typed_config\": {\"@type\": \"" TCP_PROXY_T "\","
+                   "   \"stat_prefix\": \"outbound|8443||a.example.com\","
+                   "   \"cluster\": \"outbound|8443||a.example.com\","
+                   "   \"idle_timeout\": \"3600s\"}}]}");
+    fc = json_array_get(chains, 1);
+    CHECK_STR(jstr_at(fc, "name"), "outbound|8443||b.example.com/tls.1");
+    CHECK_JSON(json_object_get(fc, "filter_chain_match"),
+               "{\"server_names\": [\"b.example.com\"]}");
+    CHECK_STR(jstr_at(chain_tcp(fc), "cluster"), "outbound|8443||b.example.com");
+    CHECK_STR(jstr_at(chain_tcp(fc), "stat_prefix"), "outbound|8443||b.example.com");
+    /* A TCP and a TLS service on one port: the TLS one by SNI, the TCP one
+     * for everything else, one inspector. */
+    l = listener(b, "127.0.0.9_7000");
+    CHECK_INT(json_array_size(json_object_get(l, "listener_filters")), 1);
+    CHECK_STR(names_of(json_object_get(l, "filter_chains"), "name"),
+              "outbound|7000||mix-tcp.example.com outbound|7000||mix-tls.example.com");
+    CHECK(json_object_get(chain_of(b, "127.0.0.9_7000", "outbound|7000||mix-tcp.example.com"),
+                          "filter_chain_match") == NULL);
+    CHECK_JSON(json_object_get(chain_of(b, "127.0.0.9_7000", "outbound|7000||mix-tls.example.com"),
+                               "filter_chain_match"),
+               "{\"server_names\": [\"mix-tls.example.com\"]}");
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(l4_shared_and_reserved_ports)
+{
+    wf_config *c = load("tcp");
+    json_t *b;
+    const char *log;
+
+    capture_begin();
+    b = run_app(c, NULL, 0);
+    log = capture_end();
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* shadow shares echo's 9000: echo (first by host name) keeps it, and
+     * the operator is told which service lost and which won. */
+    CHECK_INT(json_array_size(json_object_get(listener(b, "127.0.0.9_9000"), "filter_chains")), 1);
+    CHECK(strstr(log, "service shadow.default.svc.cluster.local: TCP port 9000 is also a port of "
+                      "echo.default.svc.cluster.local") != NULL);
+    /* clash's 15001 is the outbound listener's: no second listener there. */
+    CHECK(listener(b, "127.0.0.9_15001") == NULL);
+    CHECK(strstr(log, "service clash.default.svc.cluster.local: TCP port 15001 is the port of "
+                      "the proxy's own outbound listener") != NULL);
+    json_decref(b);
+    /* With an inbound listener, its port is skipped too. */
+    wf_config_free(c);
+    c = load("l4");
+    capture_begin();
+    b = run_app(c, "tcp", 7777);
+    log = capture_end();
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    CHECK(listener(b, "127.0.0.9_15006") == NULL);
+    CHECK(strstr(log, "clash-in.default.svc.cluster.local: TCP port 15006 is the port of the "
+                      "proxy's own inbound listener") != NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(l4_strict_tcp_app)
+{
+    wf_config *c = load("l4");
+    json_t *b = run_app(c, "tcp", 7777), *chains, *fc, *ctx;
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* STRICT: the mTLS chain only, its tcp_proxy to the app; the TLS
+     * context still offers h2 and http/1.1 (a peer's TCP offers none). */
+    chains = json_object_get(listener(b, "virtualInbound"), "filter_chains");
+    CHECK_INT(json_array_size(chains), 1);
+    fc = json_array_get(chains, 0);
+    CHECK_STR(jstr_at(json_object_get(fc, "filter_chain_match"), "transport_protocol"), "tls");
+    CHECK_JSON(chain_tcp(fc),
+               "{\"@type\": \"" TCP_PROXY_T "\", \"stat_prefix\": \"inbound|7777||\","
+               " \"cluster\": \"inbound|7777||\", \"idle_timeout\": \"3600s\"}");
+    CHECK_INT(json_array_size(json_object_get(fc, "filters")), 1);
+    ctx = json_object_get(json_object_get(json_object_get(fc, "transport_socket"), "typed_config"),
+                          "common_tls_context");
+    CHECK_JSON(json_object_get(ctx, "alpn_protocols"), "[\"h2\", \"http/1.1\"]");
+    CHECK(cluster(b, "inbound|7777||") != NULL);
+    CHECK(json_object_get(cluster(b, "inbound|7777||"), "http2_protocol_options") == NULL);
+out:
+    json_decref(b);
+    if (c)
+        wf_config_free(c);
+}
+
+TEST(l4_http_options_edges)
+{
+    wf_config *c = load("l4");
+    json_t *b = run_app(c, NULL, 0), *g = NULL, *h;
+    char err[256];
+    wf_proxy_info p = {.role = "grpc", .namespace_ = "default", .labels = productpage};
+
+    CHECK(b != NULL);
+    if (!b)
+        goto out;
+    /* idleTimeout 0s is set (Envoy: no timeout); maxRequestsPerConnection 0
+     * is Istio's "unlimited": left out. */
+    CHECK_JSON(json_object_get(cluster(b, "outbound|8080||web.default.svc.cluster.local"),
+                               "common_http_protocol_options"),
+               "{\"idle_timeout\": \"0s\"}");
+    /* Proxyless gRPC: no TCP listeners, and neither its connection managers
+     * nor its clusters carry the sidecar's HTTP options. */
+    g = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+    CHECK(g != NULL);
+    if (!g)
+        goto out;
+    CHECK_STR(names_of(json_object_get(g, "listeners"), "name"),
+              "web.default.svc.cluster.local:8080");
+    h = json_object_get(
+        json_object_get(json_array_get(json_object_get(g, "listeners"), 0), "api_listener"),
+        "api_listener");
+    CHECK(h != NULL);
+    CHECK(json_object_get(h, "upgrade_configs") == NULL);
+    CHECK(json_object_get(h, "common_http_protocol_options") == NULL);
+    CHECK(json_object_get(h, "stream_idle_timeout") == NULL);
+    CHECK(count_key(json_object_get(g, "clusters"), "common_http_protocol_options") == 0);
+out:
+    json_decref(b);
+    json_decref(g);
+    if (c)
+        wf_config_free(c);
+}
+
+/* A failure while the TCP/TLS listeners are half made (a server name that
+ * is not UTF-8, which libyaml would never hand out) frees them too: the
+ * sanitizer build checks for leaks. */
+TEST(l4_failure_midway_frees_everything)
+{
+    char *hosts[] = {"a.example.com"}, sni[] = "b\xff.example.com", *snis[] = {sni};
+    wf_port port = {.number = 443, .name = "tls"};
+    wf_service_entry se = {.meta = {.name = "a", .namespace_ = "default"},
+                           .hosts = hosts,
+                           .n_hosts = 1,
+                           .ports = &port,
+                           .n_ports = 1,
+                           .resolution = WF_SE_RESOLUTION_STATIC};
+    wf_tls_match m = {.sni_hosts = snis, .n_sni_hosts = 1};
+    wf_route_destination rd = {.destination = {.host = "a.example.com"}};
+    wf_tls_route tr = {.match = &m, .n_match = 1, .route = &rd, .n_route = 1};
+    wf_virtual_service vs = {.meta = {.name = "a", .namespace_ = "default"},
+                             .hosts = hosts,
+                             .n_hosts = 1,
+                             .tls = &tr,
+                             .n_tls = 1};
+    wf_config c;
+    wf_proxy_info p = {.namespace_ = "default"};
+    char err[256];
+    json_t *b;
+
+    memset(&c, 0, sizeof(c));
+    c.service_entries = &se;
+    c.n_service_entries = 1;
+    c.virtual_services = &vs;
+    c.n_virtual_services = 1;
+    CHECK(wf_translate(&c, &p, err, sizeof(err)) == NULL);
+    sni[1] = 'x';
+    b = wf_translate(&c, &p, err, sizeof(err));
+    CHECK_JSON(
+        json_object_get(
+            json_array_get(json_object_get(listener(b, "127.0.0.1_443"), "filter_chains"), 0),
+            "filter_chain_match"),
+        "{\"server_names\": [\"bx.example.com\"]}");
+    json_decref(b);
+}
+
 int main(void)
 {
     mesh = load("mesh");
@@ -1696,6 +1988,12 @@ int main(void)
     RUN(tcp_listeners);
     RUN(tcp_inbound_app);
     RUN(http_connection_options);
+    RUN(l4_tcp_routes);
+    RUN(l4_tls_by_sni);
+    RUN(l4_shared_and_reserved_ports);
+    RUN(l4_strict_tcp_app);
+    RUN(l4_http_options_edges);
+    RUN(l4_failure_midway_frees_everything);
     if (mesh)
         wf_config_free(mesh);
     return TEST_SUMMARY();
