@@ -167,13 +167,65 @@ static void stream_maybe_finish(wf_stream *s)
 
 /* ---- writing downstream ---- */
 
+/* Writes b[0..n) after the pending response head, if any, in one call:
+ * head and first body bytes leave in one write (one syscall, one TLS
+ * record). */
 static void dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
 {
+    uv_buf_t all[8];
+
     if (dc->closing)
         return;
+    if (dc->head_out.len && n < 8) {
+        all[0] = dc->head_out;
+        if (n)
+            memcpy(all + 1, b, n * sizeof(*b));
+        dc->head_out.len = 0;
+        b = all;
+        n++;
+    }
     if ((dc->tls ? wf_tls_write(dc->tls, b, n) : wf_write((uv_stream_t *)&dc->tcp, &dc->wq, b, n)) <
         0)
         dc_close(dc);
+}
+
+static void dc_flush_head(wf_dconn *dc)
+{
+    if (dc->head_out.len)
+        dc_write(dc, NULL, 0);
+}
+
+static void head_check_cb(uv_check_t *h)
+{
+    wf_worker *w = h->data;
+
+    while (w->head_dirty) {
+        wf_dconn *dc = w->head_dirty;
+        w->head_dirty = dc->next_head;
+        dc->head_listed = 0;
+        dc_flush_head(dc);
+    }
+    uv_check_stop(h);
+}
+
+/* The head waits for the body this loop turn may bring. */
+static void dc_hold_head(wf_dconn *dc, char *p, size_t len)
+{
+    wf_worker *w = dc->w;
+
+    dc->head_out = uv_buf_init(p, (unsigned)len);
+    if (dc->head_listed)
+        return;
+    dc->head_listed = 1;
+    dc->next_head = w->head_dirty;
+    w->head_dirty = dc;
+    if (!w->head_check_init) {
+        uv_check_init(&w->loop, &w->head_check);
+        w->head_check.data = w;
+        uv_unref((uv_handle_t *)&w->head_check);
+        w->head_check_init = 1;
+    }
+    uv_check_start(&w->head_check, head_check_cb);
 }
 
 void wf__dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)
@@ -328,12 +380,14 @@ void wf_stream_write_head(wf_stream *s)
     p[len++] = '\r';
     p[len++] = '\n';
     s->resp_started = 1;
-    {
+    if (s->upgrade && s->status == 101) {
         uv_buf_t b = uv_buf_init(p, (unsigned)len);
         dc_write(s->dc, &b, 1);
+        if (!s->dc->closing)
+            wf_tunnel_begin(s);
+        return;
     }
-    if (s->upgrade && s->status == 101 && !s->dc->closing)
-        wf_tunnel_begin(s);
+    dc_hold_head(s->dc, p, len);
 }
 
 void wf_stream_response_body(wf_stream *s, const char *data, size_t len)
@@ -375,6 +429,7 @@ void wf_stream_response_end(wf_stream *s)
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
         dc_write(s->dc, &b, 1);
     }
+    dc_flush_head(s->dc);
     s->resp_done = 1;
     if (!s->req_done && !s->dc->reading && !s->dc->paused && !s->dc->closing)
         start_reading(s->dc); /* answered early: read (and drop) the rest */
@@ -888,6 +943,12 @@ static void dc_closed(uv_handle_t *h)
     free(dc->held);
     free(dc->hello);
     wf_h2d_free(dc);
+    if (dc->head_listed)
+        for (wf_dconn **pp = &w->head_dirty; *pp; pp = &(*pp)->next_head)
+            if (*pp == dc) {
+                *pp = dc->next_head;
+                break;
+            }
     free(dc->xfcc);
     wf_tls_conn_free(dc->tls);
     if (dc->prev)

@@ -202,6 +202,9 @@ typedef struct wf_worker {
     uv_check_t h2_check;        /* flushes HTTP/2 sessions after each loop's I/O */
     int h2_check_init;
     struct wf_h2conn *h2_dirty; /* sessions with frames to send */
+    uv_check_t head_check;      /* writes HTTP/1.1 response heads no body joined */
+    int head_check_init;
+    wf_dconn *head_dirty;       /* connections with such a head */
     int rbuf_busy;
     int stopped;
 } wf_worker;
@@ -351,6 +354,10 @@ struct wf_dconn {
     uint64_t last_ms;     /* last read or response end, for the idle timeout */
     int shut;             /* our writing was shut (a tunnel's half-close) */
     int eof;              /* the client's input ended */
+    uv_buf_t head_out;    /* a response head not written yet: it goes out with the
+                           * first body bytes, or from the worker's check phase */
+    struct wf_dconn *next_head; /* on the worker's list of pending heads */
+    int head_listed;
 };
 
 struct wf_uconn {

@@ -169,6 +169,8 @@ void wf_worker_maybe_stop(wf_worker *w)
     uv_close((uv_handle_t *)&w->tick, NULL);
     if (w->h2_check_init)
         uv_close((uv_handle_t *)&w->h2_check, NULL);
+    if (w->head_check_init)
+        uv_close((uv_handle_t *)&w->head_check, NULL);
 }
 
 static void report_handle(uv_handle_t *h, void *arg)
