@@ -404,11 +404,29 @@ def test_tls_port_routes_by_sni(weft, tmp_path):
                                                                      pb)):
             y += service_entry(name, ports=((port, "tls"),), protocol="TLS", host=host,
                                endpoints=[("127.0.0.1", {"tls": ap})])
+        # A tls route: beta also answers for its subdomains.
+        y += dedent("""
+            ---
+            apiVersion: networking.istio.io/v1beta1
+            kind: VirtualService
+            metadata:
+              name: beta
+              namespace: default
+            spec:
+              hosts: [beta.example.com]
+              tls:
+              - match:
+                - port: %d
+                  sniHosts: ["*.beta.example.com", beta.example.com]
+                route:
+                - destination: {host: beta.example.com}
+            """ % port)
         w = weft(name="client", start=False)
         w.write(y)
         w.start(argv=with_outbound(w.command(), "127.0.0.3", w.out_port))
         assert s_client_subject("127.0.0.3", port, "alpha.example.com") == "alpha"
         assert s_client_subject("127.0.0.3", port, "beta.example.com") == "beta"
+        assert s_client_subject("127.0.0.3", port, "www.beta.example.com") == "beta"
         # No chain for an unknown name: the connection is closed.
         assert s_client_subject("127.0.0.3", port, "gamma.example.com") is None
         assert "no filter chain for server name \"gamma.example.com\"" in w.stderr()
