@@ -181,6 +181,8 @@ typedef struct wf_worker {
     uv_loop_t loop;
     uv_thread_t thread;
     uv_async_t wake;            /* new snapshot or drain */
+    uv_mutex_t wake_lock;       /* wake_closed against the main thread's sends */
+    int wake_closed;
     uv_timer_t tick;            /* the same checks, periodically */
     uint64_t swept_ms;          /* idle connections last looked at */
     wf_snapshot *snap;          /* current; worker's own reference */

@@ -117,6 +117,17 @@ json_t *wf_proxy_certs_dump(void)
 
 /* ---- workers ---- */
 
+/* Main thread: wakes worker w, unless it has stopped (its loop, and the
+ * handle, may already be gone: libuv would abort).  Not on the request
+ * path: snapshots and drain only. */
+static void wake_worker(wf_worker *w)
+{
+    uv_mutex_lock(&w->wake_lock);
+    if (!w->wake_closed)
+        uv_async_send(&w->wake);
+    uv_mutex_unlock(&w->wake_lock);
+}
+
 /* Points the worker at snapshot s: endpoint -> pool table and balancer
  * state sized for it. */
 static int adopt(wf_worker *w, wf_snapshot *s)
@@ -165,6 +176,9 @@ void wf_worker_maybe_stop(wf_worker *w)
     w->stopped = 1;
     close_listeners(w);
     wf_pools_close(w);
+    uv_mutex_lock(&w->wake_lock);
+    w->wake_closed = 1; /* no uv_async_send after this: see wake_worker */
+    uv_mutex_unlock(&w->wake_lock);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
     if (w->h2_check_init)
@@ -323,7 +337,7 @@ static void watch_cb(uv_timer_t *t)
                     drain_timeout_ms);
             for (int i = 0; i < n_workers; i++) {
                 atomic_store(&workers[i].drain, 2);
-                uv_async_send(&workers[i].wake);
+                wake_worker(&workers[i]);
             }
         }
         return;
@@ -372,7 +386,7 @@ static void begin_drain(void)
     drain_deadline = uv_now(main_loop) + (uint64_t)drain_timeout_ms;
     for (int i = 0; i < n_workers; i++) {
         atomic_store(&workers[i].drain, 1);
-        uv_async_send(&workers[i].wake);
+        wake_worker(&workers[i]);
     }
     uv_timer_start(&watch_timer, watch_cb, 10, 10);
 }
@@ -554,6 +568,7 @@ static int start_workers(const wf_proxy_opts *o)
         uv_loop_init(&w->loop);
         w->loop.data = w;
         uv_async_init(&w->loop, &w->wake, wake_cb);
+        uv_mutex_init(&w->wake_lock);
         w->wake.data = w;
         uv_timer_init(&w->loop, &w->tick);
         w->tick.data = w;
@@ -589,7 +604,7 @@ static void publish(wf_snapshot *s)
         /* A snapshot published before the worker woke is never adopted. */
         if ((prev = atomic_exchange(&w->next, s)))
             wf_snapshot_unref(prev);
-        uv_async_send(&w->wake);
+        wake_worker(w);
     }
     wf_snapshot_unref(old);
 }

@@ -508,3 +508,23 @@ def test_xds_tcp_service_added_after_start(istiod, weft_xds, apps):
     wait_until(answered, "the new TCP service to answer through the client proxy")
     assert "listener 127.0.0.6_%d" % port in client.stderr(), client.stderr()[-2000:]
     assert server.stats().get("ssl.handshake", 0) >= 1
+
+
+def test_drain_timeout_closes_open_tunnels_and_exits_cleanly(weft, apps):
+    """SIGTERM with a TCP connection still open: the proxy waits up to its
+    drain timeout, closes the tunnel and exits 0, while the worker that had
+    nothing left stopped long before."""
+    app = apps(echo_lines)
+    port = free_port()
+    w = weft(name="client", start=False)
+    w.write(service_entry("echo", ports=((port, "tcp"),), protocol="TCP",
+                          endpoints=[("127.0.0.1", {"tcp": app.port})]))
+    w.start(argv=with_outbound(w.command(concurrency=2, extra=["--drain-timeout", "500"]),
+                               "127.0.0.7", w.out_port))
+    s = dial("127.0.0.7", port)
+    s.sendall(b"hold\n")
+    assert s.recv(10) == b"hold\n"
+    w.stop()  # asserts exit code 0 and no sanitizer report
+    s.settimeout(DEADLINE)
+    assert s.recv(10) == b""  # the tunnel was closed by the drain timeout
+    s.close()
