@@ -138,6 +138,7 @@ void wf_tunnel_down_eof(wf_stream *s)
     if (t->down_eof)
         return;
     t->down_eof = 1;
+    WF_DEBUG("tunnel %llu: the client's end", (unsigned long long)s->id);
     s->req_done = 1;
     wf_stream_request_flow(s, 0);
     if (wf_upstream_ready(s) && !t->up_shut) {
@@ -155,6 +156,7 @@ void wf_tunnel_up_eof(wf_stream *s)
     if (t->up_eof)
         return;
     t->up_eof = 1;
+    WF_DEBUG("tunnel %llu: the endpoint's end", (unsigned long long)s->id);
     wf_upstream_read_control(s, 0);
     if (!t->down_shut) {
         t->down_shut = 1;
@@ -291,6 +293,8 @@ static void tunnel_accept(wf_dconn *dc, const char *sni)
     s->cluster_name = d->cluster->name;
     s->resp_started = 1; /* nothing the proxy could answer in the client's protocol */
     wf_stat_add(w, r->st_cx_total, 1);
+    WF_DEBUG("tunnel %llu: %s from %s to %s", (unsigned long long)s->id, l->name, dc->peer,
+             d->cluster->name);
     if (!(ep = wf_lb_pick(w, d->cluster))) {
         wf_stat_add(w, WF_ST_NO_HEALTHY_UPSTREAM, 1);
         refuse(dc, "listener %s: no healthy endpoint in cluster %s%s", d->cluster->name,
@@ -308,6 +312,7 @@ void wf_tunnel_up_ready(wf_stream *s)
     if (t->open)
         return;
     t->open = 1;
+    WF_DEBUG("tunnel %llu: connected to %s", (unsigned long long)s->id, s->upstream_host);
     activity(s);
     start_idle(s, t->route ? t->route->idle_timeout_ms : 0);
     if (t->down_eof && !t->up_shut) {
