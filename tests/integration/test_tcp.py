@@ -62,6 +62,12 @@ class App:
 
     def close(self):
         self.done = True
+        # Wake the accept() blocked in loop(): closing alone leaves it
+        # waiting on the old socket, whose descriptor a later App may reuse.
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 

@@ -137,6 +137,11 @@ class WsServer:
             c.close()
 
     def close(self):
+        # Wake the accept() blocked in loop() (see test_tcp.App.close).
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
 
 
