@@ -425,11 +425,16 @@ void wf_stream_response_end(wf_stream *s)
         stream_maybe_finish(s);
         return;
     }
+    wf_dconn *dc = s->dc;
+
     if (s->resp_chunked_out && !s->head) {
         uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-        dc_write(s->dc, &b, 1);
+        dc_write(dc, &b, 1);
     }
-    dc_flush_head(s->dc);
+    dc_flush_head(dc);
+    /* A failed write closed the connection, which freed s. */
+    if (dc->closing)
+        return;
     s->resp_done = 1;
     if (!s->req_done && !s->dc->reading && !s->dc->paused && !s->dc->closing)
         start_reading(s->dc); /* answered early: read (and drop) the rest */
