@@ -44,12 +44,10 @@ static const wf_flag flags[] = {
      "DNS name in the CA's own serving certificate (istiod.istio-system.svc)"},
     {"trust-domain", WF_FLAG_STR, &trust_domain, 0, 0, "TD",
      "SPIFFE trust domain of the identities issued (cluster.local)"},
-    {"cert-ttl", WF_FLAG_STR, &cert_ttl, 0, 0, "DURATION",
-     "lifetime of a workload certificate when the request does not ask (24h)"},
-    {"max-cert-ttl", WF_FLAG_STR, &max_cert_ttl, 0, 0, "DURATION",
-     "longest lifetime granted; longer requests are cut (2160h)"},
+    WF_FLAGS_CERT_TTL(&cert_ttl, "lifetime of a workload certificate when the request does not ask",
+                      &max_cert_ttl, "longest lifetime granted; longer requests are cut"),
     {"monitoring", WF_FLAG_ADDR, &monitoring, 0, 0, "ADDR", "/ready and /metrics (off)"},
-    {"log-level", WF_FLAG_STR, &log_level, 0, 0, "LEVEL", "debug|info|warn|error (info)"},
+    WF_FLAG_LOG_LEVEL(&log_level),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -167,7 +165,6 @@ static void on_signal(uv_signal_t *s, int signum)
     stop(s->data);
 }
 
-
 static void root_sha256(const wf_ca *ca, char out[65])
 {
     const mbedtls_x509_crt *r = wf_ca_root(ca);
@@ -185,22 +182,17 @@ static int run(int argc, char **argv, int first)
     char err[512], fp[65], path[4096];
     char *cerr = NULL;
     long ttl = 0, max_ttl = 0;
-    int lvl, rc = 0;
+    int rc = 0;
 
     ca_dir = NULL;
     listen_addr = "127.0.0.1:15012";
     server_name = WF_CA_SERVER_NAME;
     trust_domain = WF_CA_DEFAULT_TRUST_DOMAIN;
-    cert_ttl = "24h";
-    max_cert_ttl = "2160h";
+    cert_ttl = WF_CERT_TTL_DEFAULT;
+    max_cert_ttl = WF_MAX_CERT_TTL_DEFAULT;
     monitoring = NULL;
-    log_level = "info";
-    if (wf_flags_parse(flags, N_FLAGS, argc, argv, first, err, sizeof(err)) < 0)
-        return wf_usage_error("%s", err);
-    if ((lvl = wf_log_parse_level(log_level)) < 0)
-        return wf_usage_error("flag --log-level: \"%s\" is not debug, info, warn or error",
-                              log_level);
-    wf_log_threshold = lvl;
+    if (wf_role_flags(flags, N_FLAGS, argc, argv, first, &log_level))
+        return 2;
     if (!ca_dir)
         return wf_usage_error("--role=ca needs --ca-dir DIR (plugged certs, or where to keep a "
                               "generated root)");

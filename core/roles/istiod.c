@@ -2,18 +2,11 @@
  * roles/istiod.c: `weft --role=istiod`, the control plane.  Parses its
  * flags and runs istiod (core/istiod/istiod.c).
  */
-#include <stdio.h>
-#include <string.h>
-
-#include "config/config.h"
 #include "istiod/istiod.h"
 #include "roles/roles.h"
-#include "util/flags.h"
-#include "util/log.h"
 
-static const char *config_dir, *xds_listen, *monitoring, *grace, *debounce, *secure_listen,
-    *ca_dir, *cert_ttl, *max_cert_ttl;
-static const char *log_level = "info";
+static const char *config_dir, *xds_listen, *monitoring, *grace, *debounce, *secure_listen, *ca_dir,
+    *cert_ttl, *max_cert_ttl, *log_level;
 
 static const wf_flag flags[] = {
     {"config-dir", WF_FLAG_STR, &config_dir, 0, 0, "DIR",
@@ -25,41 +18,33 @@ static const wf_flag flags[] = {
     {"ca-dir", WF_FLAG_STR, &ca_dir, 0, 0, "DIR",
      "the CA's root of trust: Istio plugged certs, or a root generated there on first start "
      "(/var/lib/weft/ca)"},
-    {"cert-ttl", WF_FLAG_STR, &cert_ttl, 0, 0, "DURATION",
-     "workload certificate lifetime when a CSR asks for none (24h)"},
-    {"max-cert-ttl", WF_FLAG_STR, &max_cert_ttl, 0, 0, "DURATION",
-     "the longest workload certificate lifetime granted (2160h)"},
+    WF_FLAGS_CERT_TTL(&cert_ttl, "workload certificate lifetime when a CSR asks for none",
+                      &max_cert_ttl, "the longest workload certificate lifetime granted"),
     {"monitoring", WF_FLAG_ADDR, &monitoring, 0, 0, "ADDR",
      "/ready, /debug/syncz, /debug/config_status, /metrics (127.0.0.1:15014)"},
     {"registry-grace", WF_FLAG_STR, &grace, 0, 0, "DURATION",
      "keep a registered workload this long after its proxy disconnects (3s)"},
     {"debounce", WF_FLAG_STR, &debounce, 0, 0, "DURATION",
      "wait this long after a change before reloading or pushing (100ms)"},
-    {"log-level", WF_FLAG_STR, &log_level, 0, 0, "LEVEL", "debug|info|warn|error (info)"},
+    WF_FLAG_LOG_LEVEL(&log_level),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
 static int run(int argc, char **argv, int first)
 {
     wf_istiod_opts o = {0};
-    char err[512];
-    int lvl;
 
     config_dir = NULL;
     xds_listen = "127.0.0.1:15010";
     monitoring = "127.0.0.1:15014";
     secure_listen = "127.0.0.1:15012";
     ca_dir = "/var/lib/weft/ca";
-    cert_ttl = "24h";
-    max_cert_ttl = "2160h";
+    cert_ttl = WF_CERT_TTL_DEFAULT;
+    max_cert_ttl = WF_MAX_CERT_TTL_DEFAULT;
     grace = "3s";
     debounce = "100ms";
-    if (wf_flags_parse(flags, N_FLAGS, argc, argv, first, err, sizeof(err)) < 0)
-        return wf_usage_error("%s", err);
-    if ((lvl = wf_log_parse_level(log_level)) < 0)
-        return wf_usage_error("flag --log-level: \"%s\" is not debug, info, warn or error",
-                              log_level);
-    wf_log_threshold = lvl;
+    if (wf_role_flags(flags, N_FLAGS, argc, argv, first, &log_level))
+        return 2;
     if (!config_dir)
         return wf_usage_error("--role=istiod needs --config-dir DIR");
     if (wf_duration_flag("registry-grace", grace, 3600000, &o.registry_grace_ms) ||
