@@ -17,7 +17,7 @@
 static wf_proxy_opts opts;
 static wf_strlist plugin_dirs, services, instance_ips;
 static const char *xds_addr, *node_name;
-static const char *log_level = "info";
+static const char *log_level;
 static const char *cert_ttl;
 
 static const wf_flag flags[] = {
@@ -67,7 +67,7 @@ static const wf_flag flags[] = {
      "the DNS name the CA's and istiod's certificates carry (istiod.istio-system.svc)"},
     {"cert-ttl", WF_FLAG_STR, &cert_ttl, 0, 0, "DURATION",
      "lifetime to ask the CA for (24h); renewed at about half of it"},
-    {"log-level", WF_FLAG_STR, &log_level, 0, 0, "LEVEL", "debug|info|warn|error (info)"},
+    WF_FLAG_LOG_LEVEL(&log_level),
 };
 #define N_FLAGS (sizeof(flags) / sizeof(flags[0]))
 
@@ -114,9 +114,6 @@ static int run_xds(void)
 
 static int run(int argc, char **argv, int first)
 {
-    char err[512];
-    int lvl;
-
     opts.namespace_ = "default";
     opts.service_account = "default";
     opts.labels = "";
@@ -125,12 +122,8 @@ static int run(int argc, char **argv, int first)
     opts.admin = "127.0.0.1:15000";
     opts.concurrency = 2;
     opts.drain_timeout_ms = 10000;
-    if (wf_flags_parse(flags, N_FLAGS, argc, argv, first, err, sizeof(err)) < 0)
-        return wf_usage_error("%s", err);
-    if ((lvl = wf_log_parse_level(log_level)) < 0)
-        return wf_usage_error("flag --log-level: \"%s\" is not debug, info, warn or error",
-                              log_level);
-    wf_log_threshold = lvl;
+    if (wf_role_flags(flags, N_FLAGS, argc, argv, first, &log_level))
+        return 2;
     if (!opts.config_dir == !xds_addr)
         return wf_usage_error(
             "--role=proxy needs exactly one of --config-dir DIR (static mode) and "
