@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import (DEADLINE, dedent, free_port, service_entry, wait_until, workload_entry)
-from test_mtls import mtls_args
+from conftest import (DEADLINE, STRICT, dedent, free_port, mtls_args, service_entry, wait_until,
+                      workload_entry)
 
 SVC = "echo.default.svc.cluster.local"
 
@@ -115,19 +115,6 @@ def apps():
 # --------------------------------------------------------------------------
 # mesh
 
-PA_STRICT = dedent("""
-    ---
-    apiVersion: security.istio.io/v1beta1
-    kind: PeerAuthentication
-    metadata:
-      name: default
-      namespace: istio-system
-    spec:
-      mtls:
-        mode: STRICT
-    """)
-
-
 def tcp_mesh(port, servers, extra=""):
     """Service echo (TCP port `port`) whose endpoints are `servers`: list of
     (proxy inbound port, version)."""
@@ -136,7 +123,7 @@ def tcp_mesh(port, servers, extra=""):
         y += workload_entry("echo-%d" % i, inport, app="echo", version=version,
                             port_names=("tcp-echo",), service_account="echo",
                             extra_labels={"security.istio.io/tlsMode": "istio"})
-    return y + PA_STRICT + extra
+    return y + STRICT + extra
 
 
 def with_outbound(cmd, addr, port):
@@ -489,7 +476,7 @@ def test_xds_tcp_service_added_after_start(istiod, weft_xds, apps):
     registers one (a proxy with --app-protocol tcp), and the client proxy
     binds the new port without a restart, then relays over mTLS."""
     app = apps(echo_after_eof)
-    control = istiod(files={"pa.yaml": PA_STRICT})
+    control = istiod(files={"pa.yaml": STRICT})
     port = free_port()
     client = weft_xds(control, name="client", start=False)
     cmd = client.command(mtls=True, service_account="client")

@@ -16,8 +16,7 @@ import threading
 
 import pytest
 
-from conftest import DEADLINE, dedent, service_entry, workload_entry
-from test_mtls import mtls_args
+from conftest import DEADLINE, STRICT, mtls_args, service_entry, workload_entry
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 HOST = "chat.default.svc.cluster.local"
@@ -158,19 +157,6 @@ def ws_connect(port, host=HOST, upgrade="websocket", addr="127.0.0.1"):
 # --------------------------------------------------------------------------
 # mesh
 
-PA_STRICT = dedent("""
-    ---
-    apiVersion: security.istio.io/v1beta1
-    kind: PeerAuthentication
-    metadata:
-      name: default
-      namespace: istio-system
-    spec:
-      mtls:
-        mode: STRICT
-    """)
-
-
 @pytest.fixture
 def mesh(weft, ca):
     made = []
@@ -183,7 +169,7 @@ def mesh(weft, ca):
         client = weft(name="client", start=False)
         y = service_entry("chat") + workload_entry(
             "chat-1", server.in_port, app="chat", service_account="chat",
-            extra_labels={"security.istio.io/tlsMode": "istio"}) + PA_STRICT
+            extra_labels={"security.istio.io/tlsMode": "istio"}) + STRICT
         server.write(y)
         client.write(y)
         server.start(app_port=app.port, service_account="chat", labels={"app": "chat"},
