@@ -48,9 +48,11 @@ typedef struct wf_up_tls {
 
 typedef struct wf_endpoint {
     struct sockaddr_in addr;
-    char ip[48];
-    char hostport[64]; /* "ip:port" */
-    char poolkey[96];  /* hostport, plus the transport when TLS: connections are pooled by it */
+    /* "IP\0IP:PORT[|tls|SNI][|h2]" (owned): ip is the IP; poolkey is
+     * hostport ("IP:PORT", hostport_len bytes) plus the transport:
+     * connections are pooled by it. */
+    char *ip, *poolkey;
+    uint32_t hostport_len;
     const wf_up_tls *tls; /* NULL: plaintext */
     int h2;            /* speak HTTP/2 to it: the cluster says so (http2_protocol_options),
                         * or it is a peer proxy reached over mTLS */
@@ -148,7 +150,9 @@ typedef struct wf_listener {
 
 typedef struct wf_snapshot {
     atomic_int refs;
-    json_t *bundle; /* the resources it was built from (owned) */
+    json_t *listeners; /* the bundle's listeners (owned): route tables are read from it */
+    json_t *dump_rest; /* {clusters, endpoints} packed (util/jpack.h), for /config_dump
+                          only: the data path reads the compiled structures */
     char *version;
     wf_listener *ls;
     size_t n_ls;

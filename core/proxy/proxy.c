@@ -17,6 +17,7 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -41,7 +42,7 @@ static atomic_int started;
 static int draining;
 static uv_loop_t *main_loop;
 static uv_signal_t sig_term, sig_int;
-static uv_timer_t drain_timer, watch_timer, quit_timer;
+static uv_timer_t drain_timer, watch_timer, quit_timer, trim_timer;
 static uint64_t drain_deadline;
 static long drain_timeout_ms;
 static const wf_proxy_opts *opts;
@@ -52,6 +53,7 @@ static int fatal_rc; /* set when the proxy must exit with this code */
 static wf_xds_client *xds;
 static const char *xds_server_addr;
 static json_t *xds_last_dump;
+static char trust_domain[256]; /* static mode: the mesh config's, for the workload */
 static json_t *xds_node; /* kept until the xDS client starts (after the first certificate) */
 
 /* Identity (--ca): the keeper of the workload certificate. */
@@ -346,6 +348,7 @@ static void watch_cb(uv_timer_t *t)
     uv_close((uv_handle_t *)&watch_timer, NULL);
     uv_close((uv_handle_t *)&drain_timer, NULL);
     uv_close((uv_handle_t *)&quit_timer, NULL);
+    uv_close((uv_handle_t *)&trim_timer, NULL);
     uv_close((uv_handle_t *)&sig_term, NULL);
     uv_close((uv_handle_t *)&sig_int, NULL);
     stop_xds();
@@ -629,7 +632,7 @@ static void listener_addr(const json_t *l, char *out, size_t len, char *host, si
 static int align_listeners(json_t *bundle)
 {
     json_t *ls = json_object_get(bundle, "listeners");
-    json_t *prev = json_object_get(current->bundle, "listeners");
+    json_t *prev = current->listeners;
     json_t *out = json_array();
     size_t n = json_array_size(ls), j;
     char *used = calloc(n + 1, 1);
@@ -712,6 +715,50 @@ static int align_listeners(json_t *bundle)
     return json_object_set_new(bundle, "listeners", out);
 }
 
+/*
+ * Static mode: the snapshot from the translated bundle, keeping the least
+ * memory.  The configuration and the translation's temporaries lie among
+ * the bundle's nodes; kept as they are, the route tables the snapshot holds
+ * would pin those pages.  So the bundle goes through its text: everything
+ * else is freed first, the bundle is read back into the emptied pages
+ * (route tables first, densely), the snapshot's own structures follow, and
+ * what the snapshot does not keep is then freed as whole pages that
+ * malloc_trim returns.  *bundle and *cfg are freed.
+ */
+static wf_snapshot *settle_and_build(json_t **bundle, wf_config **cfg, char *err, size_t errlen)
+{
+    char *text = json_dumps(*bundle, JSON_COMPACT);
+    wf_snapshot *s = NULL;
+
+    json_decref(*bundle);
+    *bundle = NULL;
+    wf_config_free(*cfg);
+    *cfg = NULL;
+    if (!text || !(*bundle = json_loads(text, 0, NULL))) {
+        snprintf(err, errlen, "out of memory building the configuration snapshot");
+        free(text);
+        return NULL;
+    }
+    free(text);
+    s = wf_snapshot_build(*bundle, &wl, err, errlen);
+    json_decref(*bundle);
+    *bundle = NULL;
+    malloc_trim(0);
+    return s;
+}
+
+static void trim_cb(uv_timer_t *t)
+{
+    malloc_trim(0);
+}
+
+/* Once the xDS client has dropped the trees it built the bundle from (after
+ * apply returns), their pages go back to the system. */
+static void trim_soon(void)
+{
+    uv_timer_start(&trim_timer, trim_cb, 0, 0);
+}
+
 /* The ADS client has a complete push (main thread). */
 static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
 {
@@ -730,6 +777,7 @@ static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
         return -1;
     if (current) {
         publish(s);
+        trim_soon();
         return 0;
     }
     if (bind_listeners(s, (int)opts->concurrency, why, sizeof(why)) < 0) {
@@ -742,6 +790,7 @@ static int xds_apply(json_t *bundle, void *ud, char *err, size_t errlen)
         return -1;
     }
     current = s;
+    trim_soon();
     if (start_workers(opts) < 0)
         exit(1);
     WF_INFO("ready: %d workers; %zu listeners (outbound %s, inbound %s), %zu clusters; admin %s; "
@@ -873,9 +922,10 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
             rc = 1;
             goto out;
         }
-        wl.trust_domain = cfg->mesh.trust_domain;
-        current = wf_snapshot_build(bundle, &wl, err, sizeof(err));
-        if (!current) {
+        /* Filters may keep the workload's strings: this one outlives cfg. */
+        snprintf(trust_domain, sizeof(trust_domain), "%s", cfg->mesh.trust_domain);
+        wl.trust_domain = trust_domain;
+        if (!(current = settle_and_build(&bundle, &cfg, err, sizeof(err)))) {
             fprintf(stderr, "weft: proxy: %s\n", err);
             rc = 1;
             goto out;
@@ -919,6 +969,7 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
     uv_timer_init(main_loop, &drain_timer);
     uv_timer_init(main_loop, &watch_timer);
     uv_timer_init(main_loop, &quit_timer);
+    uv_timer_init(main_loop, &trim_timer);
     uv_signal_init(main_loop, &sig_term);
     uv_signal_init(main_loop, &sig_int);
     uv_signal_start(&sig_term, on_signal, SIGTERM);

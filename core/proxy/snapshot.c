@@ -14,6 +14,7 @@
 
 #include "util/file.h"
 #include "util/flags.h"
+#include "util/jpack.h"
 #include "util/log.h"
 
 #define TYPE_PREFIX "weft.io/module/"
@@ -92,6 +93,14 @@ static void listener_free(wf_listener *l)
     strv_free(l->upgrades, l->n_upgrades);
 }
 
+static void free_eps(wf_cluster *cl)
+{
+    for (size_t i = 0; cl->eps && i < cl->n_eps; i++)
+        free(cl->eps[i].ip);
+    free(cl->eps);
+    cl->eps = NULL;
+}
+
 static void snapshot_free(wf_snapshot *s)
 {
     for (size_t i = 0; i < s->n_ls; i++)
@@ -99,7 +108,7 @@ static void snapshot_free(wf_snapshot *s)
     free(s->ls);
     for (size_t i = 0; i < s->n_cls; i++) {
         free(s->cls[i].name);
-        free(s->cls[i].eps);
+        free_eps(&s->cls[i]);
         free(s->cls[i].sched);
         free(s->cls[i].infos);
         up_tls_free(s->cls[i].tls_match);
@@ -107,7 +116,8 @@ static void snapshot_free(wf_snapshot *s)
     }
     free(s->cls);
     wf_map_free(&s->cluster_by_name);
-    json_decref(s->bundle);
+    json_decref(s->listeners);
+    json_decref(s->dump_rest);
     free(s->version);
     free(s);
 }
@@ -349,6 +359,25 @@ static int build_clusters(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
     return 0;
 }
 
+/* ep->ip and ep->poolkey, in one allocation: the snapshot of a large mesh
+ * holds many endpoints. */
+static int endpoint_strings(wf_endpoint *ep, const char *ip)
+{
+    const char *sni = ep->tls && ep->tls->sni ? ep->tls->sni : "";
+    size_t iplen = strlen(ip), n = 2 * iplen + strlen(sni) + 24;
+    int hp;
+
+    if (!(ep->ip = malloc(n)))
+        return -1;
+    memcpy(ep->ip, ip, iplen + 1);
+    ep->poolkey = ep->ip + iplen + 1;
+    hp = snprintf(ep->poolkey, n - iplen - 1, "%s:%u", ip, ep->port);
+    ep->hostport_len = (uint32_t)hp;
+    snprintf(ep->poolkey + hp, n - iplen - 1 - (size_t)hp, "%s%s%s", ep->tls ? "|tls|" : "",
+             sni, ep->h2 ? "|h2" : "");
+    return 0;
+}
+
 static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen)
 {
     size_t i, j, k;
@@ -366,7 +395,7 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
         }
         json_array_foreach(json_object_get(cla, "endpoints"), j, loc)
             n += json_array_size(json_object_get(loc, "lb_endpoints"));
-        free(cl->eps);
+        free_eps(cl);
         cl->eps = calloc(n ? n : 1, sizeof(*cl->eps));
         cl->n_eps = 0;
         if (!cl->eps)
@@ -405,9 +434,7 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
                             cname, ip);
                     continue;
                 }
-                snprintf(ep->ip, sizeof(ep->ip), "%s", ip);
                 ep->port = (uint32_t)json_integer_value(sp);
-                snprintf(ep->hostport, sizeof(ep->hostport), "%s:%u", ip, ep->port);
                 {
                     const char *tm = json_string_value(json_object_get(
                         json_object_get(json_object_get(json_object_get(lbe, "metadata"),
@@ -420,12 +447,8 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
                 /* Between proxies (mTLS) requests travel over HTTP/2, whatever
                  * the app speaks: one multiplexed connection per peer. */
                 ep->h2 = cl->h2 || (ep->tls && ep->tls->istio);
-                if (ep->tls)
-                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s|tls|%s%s", ep->hostport,
-                             ep->tls->sni ? ep->tls->sni : "", ep->h2 ? "|h2" : "");
-                else
-                    snprintf(ep->poolkey, sizeof(ep->poolkey), "%s%s", ep->hostport,
-                             ep->h2 ? "|h2" : "");
+                if (endpoint_strings(ep, ip) < 0)
+                    return -1;
                 ep->weight = json_is_integer(wt) && json_integer_value(wt) > 0
                                  ? (uint32_t)json_integer_value(wt)
                                  : 1;
@@ -750,6 +773,36 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
     return 0;
 }
 
+/* What /config_dump shows of the bundle's clusters and endpoints, packed:
+ * the bundle's own "packed" member when the xDS client gives one (its
+ * endpoints: cluster_name -> packed assignment, shared with what the client
+ * holds), else made here. */
+static json_t *dump_rest(const json_t *bundle)
+{
+    json_t *given = json_object_get(bundle, "packed");
+
+    if (given)
+        return json_incref(given);
+    return json_pack("{s:o, s:o}", "clusters", wf_jpack(json_object_get(bundle, "clusters")),
+                     "endpoints", wf_jpack(json_object_get(bundle, "endpoints")));
+}
+
+/* The tree of one member of dump_rest: packed text, or an object of packed
+ * values (an array of their trees). */
+static json_t *dump_member(const json_t *v)
+{
+    json_t *arr;
+    const char *k;
+    json_t *e;
+
+    if (!json_is_object(v))
+        return wf_junpack(v);
+    arr = json_array();
+    json_object_foreach((json_t *)v, k, e)
+        json_array_append_new(arr, wf_junpack(e));
+    return arr;
+}
+
 wf_snapshot *wf_snapshot_build(json_t *bundle, const wf_workload_info *wl, char *err, size_t errlen)
 {
     wf_snapshot *s = calloc(1, sizeof(*s));
@@ -759,13 +812,14 @@ wf_snapshot *wf_snapshot_build(json_t *bundle, const wf_workload_info *wl, char 
         return NULL;
     }
     atomic_init(&s->refs, 1);
-    s->bundle = json_incref(bundle);
+    s->listeners = json_incref(json_object_get(bundle, "listeners"));
     s->version = strdup(json_string_value(json_object_get(bundle, "version_info")) ?: "");
     wf_map_init(&s->cluster_by_name);
     err[0] = 0;
     if (build_clusters(s, json_object_get(bundle, "clusters"), err, errlen) < 0 ||
         build_endpoints(s, json_object_get(bundle, "endpoints"), err, errlen) < 0 ||
-        build_listeners(s, json_object_get(bundle, "listeners"), wl, err, errlen) < 0) {
+        build_listeners(s, s->listeners, wl, err, errlen) < 0 ||
+        !(s->dump_rest = dump_rest(bundle))) {
         if (!err[0])
             snprintf(err, errlen, "out of memory building the configuration snapshot");
         snapshot_free(s);
@@ -779,9 +833,9 @@ json_t *wf_snapshot_dump(const wf_snapshot *s)
     json_t *d = json_object(), *chains = json_object();
 
     json_object_set_new(d, "version_info", json_string(s->version));
-    json_object_set(d, "listeners", json_object_get(s->bundle, "listeners"));
-    json_object_set(d, "clusters", json_object_get(s->bundle, "clusters"));
-    json_object_set(d, "endpoints", json_object_get(s->bundle, "endpoints"));
+    json_object_set(d, "listeners", s->listeners);
+    json_object_set_new(d, "clusters", dump_member(json_object_get(s->dump_rest, "clusters")));
+    json_object_set_new(d, "endpoints", dump_member(json_object_get(s->dump_rest, "endpoints")));
     for (size_t i = 0; i < s->n_ls; i++) {
         json_t *arr = json_array();
         for (size_t k = 0; k < s->ls[i].chain.n; k++) {

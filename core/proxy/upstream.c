@@ -690,7 +690,8 @@ void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
     s->pool = pool;
     s->attempts++;
     pool->active++;
-    memcpy(s->upstream_host, ep->hostport, sizeof(s->upstream_host));
+    snprintf(s->upstream_host, sizeof(s->upstream_host), "%.*s", (int)ep->hostport_len,
+             ep->poolkey);
     wf_stat_add(w, WF_ST_UPSTREAM_RQ_TOTAL, 1);
     wf_stat_add(w, s->cluster->st_rq_total, 1);
     if (ep->h2 && !s->tun && !s->upgrade) {

@@ -18,6 +18,7 @@
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "grpc/grpc.h"
 #include "util/flags.h"
+#include "util/jpack.h"
 #include "util/log.h"
 
 #define BACKOFF_BASE_MS 100
@@ -225,18 +226,18 @@ void wf_xdsc_free(wf_xdsc *st)
     memset(st, 0, sizeof(*st));
 }
 
-/* Recomputes the EDS names from the clusters held.  When they changed:
+/* Recomputes the EDS names from clusters (those held, unpacked).  When they changed:
  * forgets the endpoints of clusters no longer there and, if send, queues
  * the EDS request that tells the server (an empty list unsubscribes, so
  * it is sent only when EDS was subscribed on this stream). */
-static int update_eds_names(wf_xdsc *st, int send)
+static int update_eds_names(wf_xdsc *st, const json_t *clusters, int send)
 {
     wf_xdsc_tstate *e = &st->t[WF_XDSC_EDS];
     char **names = NULL;
     long n = 0;
     int same;
 
-    if (st->t[WF_XDSC_CDS].held && (n = wf_xdsc_eds_names(st->t[WF_XDSC_CDS].held, &names)) < 0)
+    if (clusters && (n = wf_xdsc_eds_names(clusters, &names)) < 0)
         return -1;
     same = (size_t)n == e->n_names;
     for (long i = 0; same && i < n; i++)
@@ -302,8 +303,16 @@ int wf_xdsc_stream_start(wf_xdsc *st)
                 return -1;
         }
     }
-    if (update_eds_names(st, 0) < 0 || !queue(st, WF_XDSC_CDS) ||
-        (st->t[WF_XDSC_EDS].n_names && !queue(st, WF_XDSC_EDS)) || !queue(st, WF_XDSC_LDS))
+    {
+        json_t *clusters = wf_junpack(st->t[WF_XDSC_CDS].held);
+        int r = st->t[WF_XDSC_CDS].held && !clusters ? -1 : update_eds_names(st, clusters, 0);
+
+        json_decref(clusters);
+        if (r < 0)
+            return -1;
+    }
+    if (!queue(st, WF_XDSC_CDS) || (st->t[WF_XDSC_EDS].n_names && !queue(st, WF_XDSC_EDS)) ||
+        !queue(st, WF_XDSC_LDS))
         return -1;
     return 0;
 }
@@ -379,13 +388,13 @@ int wf_xdsc_response(wf_xdsc *st, const wf_xds_response *r)
                          "ClusterLoadAssignment resources[%zu] has no cluster_name", i);
                 return wf_xdsc_reject(st, r->type_url, r->nonce, why) < 0 ? -1 : 0;
             }
-            if (json_object_set(held, name, res) < 0) {
+            if (json_object_set_new(held, name, wf_jpack(res)) < 0) {
                 json_decref(held);
                 return -1;
             }
         }
-    } else {
-        held = json_incref(r->resources);
+    } else if (!(held = wf_jpack(r->resources))) {
+        return -1;
     }
     json_decref(ts->held);
     ts->held = held;
@@ -395,7 +404,7 @@ int wf_xdsc_response(wf_xdsc *st, const wf_xds_response *r)
         return -1;
     ts->status = WF_XDSC_PENDING;
     ts->n_responses++;
-    if (type == WF_XDSC_CDS && update_eds_names(st, 1) < 0)
+    if (type == WF_XDSC_CDS && update_eds_names(st, r->resources, 1) < 0)
         return -1;
     if (type == WF_XDSC_EDS && (ts->names_resend || !eds_covered(st))) {
         ts->names_resend = 0;
@@ -413,16 +422,21 @@ static const char *vstr(const char *s)
 /* What one build uses of each type: what is held or, in a fallback build,
  * the applied content of a type whose held content was refused. */
 typedef struct pick {
-    const json_t *res[WF_XDSC_NTYPES];
+    const json_t *res[WF_XDSC_NTYPES]; /* packed */
     const char *ver[WF_XDSC_NTYPES];
     int reverted[WF_XDSC_NTYPES];
-    json_t *eds; /* cluster_name -> assignment for every EDS cluster used (owned) */
+    json_t *listeners, *clusters; /* unpacked (owned) */
+    json_t *eds;        /* cluster_name -> assignment for every EDS cluster used (owned) */
+    json_t *eds_packed; /* the same, packed (owned) */
 } pick;
 
 static void pick_free(pick *p)
 {
+    json_decref(p->listeners);
+    json_decref(p->clusters);
     json_decref(p->eds);
-    p->eds = NULL;
+    json_decref(p->eds_packed);
+    p->listeners = p->clusters = p->eds = p->eds_packed = NULL;
 }
 
 /* Fills p; returns 1 when every part is there, 0 when not, -1 out of
@@ -430,8 +444,8 @@ static void pick_free(pick *p)
 static int make_pick(const wf_xdsc *st, int fallback, pick *p)
 {
     const json_t *primary, *secondary;
-    char **names;
-    long n;
+    char **names = NULL;
+    long n = -1;
     int ok = 1;
 
     memset(p, 0, sizeof(*p));
@@ -449,9 +463,13 @@ static int make_pick(const wf_xdsc *st, int fallback, pick *p)
     secondary = !fallback                  ? NULL
                 : p->reverted[WF_XDSC_EDS] ? st->t[WF_XDSC_EDS].held
                                            : st->t[WF_XDSC_EDS].applied_held;
-    if ((n = wf_xdsc_eds_names(p->res[WF_XDSC_CDS], &names)) < 0 || !(p->eds = json_object())) {
-        if (n >= 0)
+    if (!(p->listeners = wf_junpack(p->res[WF_XDSC_LDS])) ||
+        !(p->clusters = wf_junpack(p->res[WF_XDSC_CDS])) ||
+        (n = wf_xdsc_eds_names(p->clusters, &names)) < 0 || !(p->eds = json_object()) ||
+        !(p->eds_packed = json_object())) {
+        if (n > 0)
             wf_xdsc_names_free(names, (size_t)n);
+        pick_free(p);
         return -1;
     }
     for (long i = 0; ok == 1 && i < n; i++) {
@@ -460,7 +478,8 @@ static int make_pick(const wf_xdsc *st, int fallback, pick *p)
             v = json_object_get(secondary, names[i]);
         if (!v)
             ok = 0;
-        else if (json_object_set(p->eds, names[i], v) < 0)
+        else if (json_object_set(p->eds_packed, names[i], v) < 0 ||
+                 json_object_set_new(p->eds, names[i], wf_junpack(v)) < 0)
             ok = -1;
     }
     wf_xdsc_names_free(names, (size_t)n);
@@ -478,7 +497,7 @@ static json_t *pick_bundle(const pick *p)
 
     if (!endpoints)
         return NULL;
-    json_array_foreach((json_t *)p->res[WF_XDSC_CDS], i, c)
+    json_array_foreach(p->clusters, i, c)
     {
         const char *name = json_string_value(json_object_get(c, "name"));
         json_t *cla = is_eds(c) ? json_object_get(p->eds, eds_name(c))
@@ -508,8 +527,11 @@ static json_t *pick_bundle(const pick *p)
     }
     snprintf(version, vlen, "%s/%s/%s", vstr(p->ver[WF_XDSC_LDS]), vstr(p->ver[WF_XDSC_CDS]),
              vstr(p->ver[WF_XDSC_EDS]));
-    b = json_pack("{s:s, s:O, s:O, s:o}", "version_info", version, "listeners", p->res[WF_XDSC_LDS],
-                  "clusters", p->res[WF_XDSC_CDS], "endpoints", endpoints);
+    /* packed: what /config_dump shows of clusters and endpoints, shared
+     * with what the client holds (core/proxy/snapshot.c). */
+    b = json_pack("{s:s, s:O, s:O, s:o, s:{s:O, s:O}}", "version_info", version, "listeners",
+                  p->listeners, "clusters", p->clusters, "endpoints", endpoints, "packed",
+                  "clusters", p->res[WF_XDSC_CDS], "endpoints", p->eds_packed);
     free(version);
     return b;
 }
@@ -528,7 +550,7 @@ json_t *wf_xdsc_bundle(const wf_xdsc *st)
 
 static int same_resources(const json_t *a, const json_t *b)
 {
-    static const char *const keys[] = {"listeners", "clusters", "endpoints"};
+    static const char *const keys[] = {"listeners", "clusters", "assignments"};
 
     for (size_t i = 0; i < 3; i++)
         if (!json_equal(json_object_get(a, keys[i]), json_object_get(b, keys[i])))
@@ -548,8 +570,14 @@ static int try_apply(wf_xdsc *st, int fallback, wf_xds_apply_fn apply, void *ud,
 
     if ((rc = make_pick(st, fallback, &p)) != 1)
         return rc < 0 ? -1 : -3;
-    if (!(bundle = pick_bundle(&p)) || !(raw = json_copy(bundle))) {
-        /* The owner may replace the bundle's members: compare with what came. */
+    /* raw: what the bundle is made of, packed (the endpoints follow from
+     * the clusters and the assignments), taken before the owner may
+     * replace the bundle's members. */
+    if (!(bundle = pick_bundle(&p)) ||
+        !(raw = json_pack("{s:O, s:O, s:O, s:O}", "version_info",
+                          json_object_get(bundle, "version_info"), "listeners",
+                          p.res[WF_XDSC_LDS], "clusters", p.res[WF_XDSC_CDS], "assignments",
+                          p.eds_packed))) {
         json_decref(bundle);
         pick_free(&p);
         return -1;
@@ -578,7 +606,7 @@ static int try_apply(wf_xdsc *st, int fallback, wf_xds_apply_fn apply, void *ud,
             return -1;
         }
         json_decref(ts->applied_held);
-        ts->applied_held = json_incref(i == WF_XDSC_EDS ? p.eds : ts->held);
+        ts->applied_held = json_incref(i == WF_XDSC_EDS ? p.eds_packed : ts->held);
     }
     pick_free(&p);
     /* Every response the applied bundle holds gets its ACK; one refused

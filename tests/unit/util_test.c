@@ -6,6 +6,7 @@
 #include "test.h"
 #include "util/arena.h"
 #include "util/flags.h"
+#include "util/jpack.h"
 #include "util/map.h"
 
 TEST(arena_aligns_and_grows)
@@ -105,6 +106,31 @@ TEST(flags_parse_forms_and_errors)
     CHECK_STR(err, "flag --addr: \"nohost\" is not an address (HOST:PORT or :PORT)");
 }
 
+TEST(jpack_round_trip)
+{
+    json_t *v = json_pack("{s:[i, s, n, b], s:{s:f}}", "a", 1, "x\"y\u00e9", 1, "o", "k", 2.5);
+    json_t *p = wf_jpack(v), *back = wf_junpack(p), *num = json_integer(7), *pn, *bn;
+
+    /* packed: a string holding the compact text, and back the same tree */
+    CHECK(json_is_string(p));
+    CHECK_STR(json_string_value(p), "{\"a\":[1,\"x\\\"y\u00e9\",null,true],\"o\":{\"k\":2.5}}");
+    CHECK(json_equal(v, back));
+    /* any value, not only objects and arrays */
+    pn = wf_jpack(num);
+    bn = wf_junpack(pn);
+    CHECK(json_equal(num, bn));
+    /* NULL and what is not packed text */
+    CHECK(wf_jpack(NULL) == NULL);
+    CHECK(wf_junpack(NULL) == NULL);
+    CHECK(wf_junpack(num) == NULL);
+    json_decref(v);
+    json_decref(p);
+    json_decref(back);
+    json_decref(num);
+    json_decref(pn);
+    json_decref(bn);
+}
+
 TEST(addr_split)
 {
     char h[64];
@@ -126,5 +152,6 @@ int main(void)
     RUN(map_string_and_pointer_keys);
     RUN(flags_parse_forms_and_errors);
     RUN(addr_split);
+    RUN(jpack_round_trip);
     return TEST_SUMMARY();
 }

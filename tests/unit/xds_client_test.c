@@ -12,6 +12,7 @@
 
 #include "grpc/grpc.h"
 #include "test.h"
+#include "util/jpack.h"
 #include "util/log.h"
 #include "xds/client.h"
 #include "xds/codec.h"
@@ -696,7 +697,11 @@ TEST(undecodable_response_is_nacked_at_once)
         CHECK_STR(q.r[0].error_message, "Cluster \"x\": lb_policy: bad enum");
     reqs_free(&q);
     CHECK_INT(st.t[WF_XDSC_CDS].status, WF_XDSC_REJECTED);
-    CHECK_INT(json_array_size(st.t[WF_XDSC_CDS].held), 3);
+    {
+        json_t *held = wf_junpack(st.t[WF_XDSC_CDS].held);
+        CHECK_INT(json_array_size(held), 3);
+        json_decref(held);
+    }
     /* a later successful apply does not ACK what was never held */
     CHECK_INT(feed(&st, WF_TYPE_LISTENER, "l2", "n10", listeners("two")), 1);
     CHECK_INT(wf_xdsc_apply(&st, apply_cb, &o), 1);
