@@ -26,7 +26,10 @@
 
 #define WF_MAX_WORKERS 64
 #define WF_MAX_LISTENERS 1024 /* per proxy, over its life */
-#define WF_MAX_STATS 8192
+/* Counters over the proxy's life: six per cluster, so room for several
+ * thousand services.  Each worker's shard is calloc'd at this size; pages no
+ * counter uses are never touched and cost no memory. */
+#define WF_MAX_STATS 65536
 #define WF_MAX_HEADERS 100
 #define WF_MAX_HEADER_BYTES (60 * 1024)
 #define WF_STREAM_MEM_LIMIT (1024 * 1024)

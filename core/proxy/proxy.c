@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -578,7 +579,12 @@ static int start_workers(const wf_proxy_opts *o)
         uv_timer_start(&w->tick, tick_cb, 250, 250);
         uv_unref((uv_handle_t *)&w->tick);
         wf_map_init(&w->pools);
-        w->stats = calloc(WF_MAX_STATS, sizeof(uint64_t));
+        /* Mapped, not calloc'd: calloc may clear all of it from the heap,
+         * a mapping's pages cost memory only once a counter is written. */
+        w->stats = mmap(NULL, WF_MAX_STATS * sizeof(uint64_t), PROT_READ | PROT_WRITE,
+                        MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (w->stats == MAP_FAILED)
+            w->stats = NULL;
         w->rbuf = malloc(WF_READ_BUF);
         w->rng = o->seed ? (uint64_t)o->seed * 2654435761u + (uint64_t)i * 0x9E3779B97F4A7C15ULL + 1
                          : (wf_now_us() ^ ((uint64_t)getpid() << 20)) + (uint64_t)i * 7919 + 1;

@@ -10,6 +10,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "util/log.h"
+
 static const char *const fixed[WF_ST_FIXED_COUNT] = {
     "downstream_cx_total",        "downstream_cx_active",     "downstream_rq_total",
     "downstream_rq_1xx",          "downstream_rq_2xx",        "downstream_rq_3xx",
@@ -44,6 +46,11 @@ int wf_stat_id(const char *name)
     if (v) {
         id = (int)(intptr_t)v - 1;
     } else if (n_names == WF_MAX_STATS) {
+        static int warned;
+        if (!warned++)
+            WF_WARN("stats: %d counters registered, the most a proxy keeps; %s and the ones "
+                    "after it are not counted",
+                    WF_MAX_STATS, name);
         id = -1;
     } else {
         id = n_names;
