@@ -18,8 +18,8 @@ import time
 
 import pytest
 
-from conftest import (DEADLINE, STRICT, dedent, free_port, mtls_args, service_entry, wait_until,
-                      workload_entry)
+from conftest import (DEADLINE, STRICT, dedent, destination_rule, free_port, mtls_args,
+                      service_entry, wait_until, workload_entry)
 
 SVC = "echo.default.svc.cluster.local"
 
@@ -267,20 +267,7 @@ def test_slow_reader_keeps_memory_bounded(weft, ca, apps):
 def test_weighted_tcp_route(weft, ca, apps):
     v1 = apps(banner("v1"))
     v2 = apps(banner("v2"))
-    extra = dedent("""
-        ---
-        apiVersion: networking.istio.io/v1beta1
-        kind: DestinationRule
-        metadata:
-          name: echo
-          namespace: default
-        spec:
-          host: echo
-          subsets:
-          - name: v1
-            labels: {version: v1}
-          - name: v2
-            labels: {version: v2}
+    extra = destination_rule("echo", subsets=("v1", "v2")) + dedent("""
         ---
         apiVersion: networking.istio.io/v1beta1
         kind: VirtualService
