@@ -42,6 +42,9 @@ typedef struct wf_proxy_info {
     const char *app_protocol;    /* what the app on app_port speaks: "http" (NULL), "http2"
                                     or "grpc" (both HTTP/2 with prior knowledge), or "tcp"
                                     (opaque bytes: inbound chains carry a tcp_proxy) */
+    int no_version;              /* leave version_info "": the caller versions what it sends
+                                    itself (istiod: the encoded bytes), and hashing the
+                                    bundle's text is a third of a translation */
 } wf_proxy_info;
 
 /*

@@ -693,6 +693,19 @@ TEST(deterministic_output)
     CHECK_STR(jstr_at(a, "version_info"), jstr_at(b, "version_info"));
     /* Another workload with another route table: another version. */
     CHECK(strcmp(jstr_at(a, "version_info"), jstr_at(c, "version_info")) != 0);
+    /* no_version (istiod): the same resources, version_info left empty */
+    {
+        char err[256];
+        wf_proxy_info p = {.role = "proxy", .namespace_ = "default", .service_account = "sa",
+                           .labels = productpage, .outbound_addr = "127.0.0.1",
+                           .outbound_port = 15001, .inbound_addr = "127.0.0.1",
+                           .inbound_port = 15006, .app_port = 8000, .no_version = 1};
+        json_t *nv = wf_translate(mesh, &p, err, sizeof(err));
+        CHECK_STR(jstr_at(nv, "version_info"), "");
+        CHECK(json_equal(json_object_get(nv, "listeners"), json_object_get(a, "listeners")));
+        CHECK(json_equal(json_object_get(nv, "clusters"), json_object_get(a, "clusters")));
+        json_decref(nv);
+    }
     free(sa);
     free(sb);
     json_decref(a);
