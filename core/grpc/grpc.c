@@ -1320,6 +1320,18 @@ static void start_write(conn *cn)
 
 static void tls_failed(conn *cn);
 
+/* Write buffers are kept while a connection has more to write and let go
+ * once it has nothing: istiod holds thousands of connections, mostly quiet,
+ * and each would otherwise keep the largest push it ever sent (up to
+ * WRITE_BATCH and more) for its life. */
+static void release_write_buffers(conn *cn)
+{
+    free(cn->wbuf);
+    free(cn->pbuf);
+    cn->wbuf = cn->pbuf = NULL;
+    cn->wcap = cn->pcap = 0;
+}
+
 /* TLS: frames are encrypted into tbuf, which then becomes the write. */
 static void tls_flush(conn *cn)
 {
@@ -1348,6 +1360,8 @@ static void tls_flush(conn *cn)
         start_write(cn);
         return;
     }
+    if (est && !cn->plen)
+        release_write_buffers(cn);
     if (cn->draining ||
         (est && !nghttp2_session_want_read(cn->ng) && !nghttp2_session_want_write(cn->ng)))
         conn_close(cn, NULL);
@@ -1368,6 +1382,7 @@ static void flush(conn *cn)
         start_write(cn);
         return;
     }
+    release_write_buffers(cn);
     if (cn->draining || (!nghttp2_session_want_read(cn->ng) && !nghttp2_session_want_write(cn->ng)))
         conn_close(cn, NULL);
 }
