@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <jansson.h>
 #include <uv.h>
 
 #include "admin/httpd.h"
@@ -37,7 +38,10 @@ typedef struct wf_istiod {
     wf_registry reg;
     wf_reg_view view;
     int view_dirty;
-    wf_map cache;           /* proxy key -> translated bundle, for the current view */
+    wf_map cache;           /* proxy key -> snapshot of its translation, for the current view */
+    json_t *trash;          /* translations encoded already, freed after the pushes */
+    wf_xds_snapshot **retired; /* snapshots of the view before, freed after the pushes */
+    size_t n_retired;
 
     wf_xds_server *xds;
     wf_httpd *mon;
@@ -51,7 +55,7 @@ typedef struct wf_istiod {
 
     uv_fs_event_t fsev;
     int fsev_on;
-    uv_timer_t poll, reload_timer, push_timer, expire_timer;
+    uv_timer_t poll, reload_timer, push_timer, expire_timer, trash_timer;
     uint64_t reload_first; /* first change seen since the last reload (uv_now) */
     uint64_t push_first;   /* first change not pushed yet */
     uv_signal_t sig_term, sig_int;

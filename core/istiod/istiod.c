@@ -10,12 +10,17 @@
  * account, labels, listener addresses, app port) for the current
  * configuration view, so a hundred identical sidecars cost one
  * translation per change, and a proxy whose shape did not change gets the
- * same resources and therefore no push.
+ * same resources and therefore no push.  A translation is kept as a
+ * snapshot of encoded responses (xds/server.h), so a change is encoded
+ * once per shape, not once per proxy; translating runs on a helper
+ * thread (the loop waits for it) for the sake of memory, see "the
+ * allocation thread" below.
  */
 #include "istiod/istiod-t.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <malloc.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,6 +36,11 @@
 /* Keep restarting a debounce for at most this many debounce periods, so a
  * file rewritten without pause still gets loaded. */
 #define DEBOUNCE_MAX_FACTOR 10
+#define ISTIOD_MMAP_THRESHOLD (64 * 1024)
+/* Translations, and the snapshots of a view before, are freed one per tick
+ * from this long after the first is put aside, once no push is under way. */
+#define TRASH_DELAY_MS 500
+#define TRASH_TICK_MS 10
 #define POLL_MS 1000
 
 /* What istiod knows of one connected proxy (an ADS stream's data). */
@@ -45,7 +55,7 @@ typedef struct ist_proxy {
 
 typedef struct cache_entry {
     char *key;
-    json_t *bundle;
+    wf_xds_snapshot *snap; /* the translation, and its encodings as streams are pushed */
 } cache_entry;
 
 /* ---- files ----------------------------------------------------------------------------------- */
@@ -135,18 +145,196 @@ static int dir_digest(const char *dir, int content, uint64_t *hash, uint64_t *fp
 
 /* ---- translation cache and view -------------------------------------------------------------- */
 
+/*
+ * Freeing a translation (a tree of some 10^5 JSON values for a thousand
+ * services) takes about as long as making it, and nothing waits for it:
+ * the snapshot has the bytes.  So translations go to the trash, with the
+ * snapshots of the view before (kept so that the new translations find
+ * the resources that did not change encoded already, see
+ * wf_xds_snapshot_new), and the trash is emptied one translation per tick
+ * once the pushes they were made for are out, instead of holding up the
+ * pushes of every other proxy shape.
+ */
+static void retired_free(wf_istiod *I)
+{
+    for (size_t i = 0; i < I->n_retired; i++)
+        wf_xds_snapshot_unref(I->retired[i]);
+    free(I->retired);
+    I->retired = NULL;
+    I->n_retired = 0;
+}
+
+static void trash_cb(uv_timer_t *t)
+{
+    wf_istiod *I = t->data;
+    size_t n = json_array_size(I->trash);
+
+    if (I->xds && wf_xds_server_pushing(I->xds))
+        return; /* the next tick (the server stops waiting for stalled clients) */
+    if (n)
+        json_array_remove(I->trash, n - 1);
+    if (n <= 1) {
+        uv_timer_stop(t);
+        retired_free(I);
+#ifdef __GLIBC__
+        /* Give the pages back: free() leaves them to the arena. */
+        malloc_trim(0);
+#endif
+    }
+}
+
+static void trash_later(wf_istiod *I)
+{
+    if (!uv_is_active((uv_handle_t *)&I->trash_timer))
+        uv_timer_start(&I->trash_timer, trash_cb, TRASH_DELAY_MS, TRASH_TICK_MS);
+}
+
+/* Takes the reference to a translation and frees it later. */
+static void garbage(wf_istiod *I, json_t *b)
+{
+    if (I->stopping) {
+        json_decref(b);
+        return;
+    }
+    if (json_array_append_new(I->trash, b) < 0)
+        return; /* which freed it */
+    trash_later(I);
+}
+
+/* Takes the reference to a snapshot of the view before and drops it later. */
+static void retire(wf_istiod *I, wf_xds_snapshot *sn)
+{
+    wf_xds_snapshot **v;
+
+    if (I->stopping || !sn || !(v = realloc(I->retired, (I->n_retired + 1) * sizeof(*v)))) {
+        wf_xds_snapshot_unref(sn);
+        return;
+    }
+    I->retired = v;
+    I->retired[I->n_retired++] = sn;
+    trash_later(I);
+}
+
 static void cache_clear(wf_istiod *I)
 {
     for (size_t i = 0; I->cache.e && i < I->cache.cap; i++) {
         cache_entry *ce = I->cache.e[i].key ? I->cache.e[i].value : NULL;
         if (ce) {
             free(ce->key);
-            json_decref(ce->bundle);
+            retire(I, ce->snap);
             free(ce);
         }
     }
     wf_map_free(&I->cache);
     wf_map_init(&I->cache);
+}
+
+/* ---- the allocation thread ------------------------------------------------------------------ */
+
+/*
+ * Translating is done on a thread of its own, though the loop waits for it:
+ * glibc gives each thread its own malloc arena, so the hundreds of
+ * thousands of short-lived JSON values of a translation are not mixed in
+ * with the small allocations that live as long as a proxy's connection
+ * (stream state, HTTP/2 session).  Mixed, the pages freed translations
+ * leave stay resident for as long as one connection's allocation is on
+ * them, and istiod's memory grows with every configuration change instead
+ * of with the proxies connected.  The thread runs one job at a time while
+ * the loop thread is blocked, so the two never touch the same data at the
+ * same time.
+ */
+typedef struct worker {
+    uv_thread_t th;
+    uv_mutex_t mu;
+    uv_cond_t cv;
+    int started, quit, busy;
+    void (*fn)(void *);
+    void *arg;
+} worker;
+
+static worker W;
+
+static void worker_main(void *unused)
+{
+    uv_mutex_lock(&W.mu);
+    for (;;) {
+        while (!W.busy && !W.quit)
+            uv_cond_wait(&W.cv, &W.mu);
+        if (W.quit)
+            break;
+        uv_mutex_unlock(&W.mu);
+        W.fn(W.arg);
+        uv_mutex_lock(&W.mu);
+        W.busy = 0;
+        uv_cond_broadcast(&W.cv);
+    }
+    uv_mutex_unlock(&W.mu);
+}
+
+static void worker_start(void)
+{
+    if (uv_mutex_init(&W.mu) < 0)
+        return;
+    if (uv_cond_init(&W.cv) < 0) {
+        uv_mutex_destroy(&W.mu);
+        return;
+    }
+    if (uv_thread_create(&W.th, worker_main, NULL) < 0) {
+        WF_WARN("cannot start the translation thread; translating on the main thread");
+        uv_cond_destroy(&W.cv);
+        uv_mutex_destroy(&W.mu);
+        return;
+    }
+    W.started = 1;
+}
+
+static void worker_stop(void)
+{
+    if (!W.started)
+        return;
+    uv_mutex_lock(&W.mu);
+    W.quit = 1;
+    uv_cond_broadcast(&W.cv);
+    uv_mutex_unlock(&W.mu);
+    uv_thread_join(&W.th);
+    uv_cond_destroy(&W.cv);
+    uv_mutex_destroy(&W.mu);
+    W.started = 0;
+}
+
+/* Runs fn(arg) on the worker thread (here when there is none) and returns
+ * when it is done. */
+static void on_worker(void (*fn)(void *), void *arg)
+{
+    if (!W.started) {
+        fn(arg);
+        return;
+    }
+    uv_mutex_lock(&W.mu);
+    W.fn = fn;
+    W.arg = arg;
+    W.busy = 1;
+    uv_cond_broadcast(&W.cv);
+    while (W.busy)
+        uv_cond_wait(&W.cv, &W.mu);
+    uv_mutex_unlock(&W.mu);
+}
+
+typedef struct translate_job {
+    const wf_config *cfg;
+    const wf_proxy_info *pi;
+    json_t *bundle;
+    wf_xds_snapshot *snap;
+    char err[512];
+} translate_job;
+
+static void translate_fn(void *arg)
+{
+    translate_job *j = arg;
+
+    if ((j->bundle = wf_translate(j->cfg, j->pi, j->err, sizeof(j->err))) &&
+        !(j->snap = wf_xds_snapshot_new(j->bundle)))
+        snprintf(j->err, sizeof(j->err), "out of memory");
 }
 
 /* Makes the view current (the config plus the registry). */
@@ -164,12 +352,13 @@ static int ensure_view(wf_istiod *I)
     return 0;
 }
 
-static json_t *resources_hook(wf_xds_conn *c, void *ud, char *err, size_t errlen)
+static wf_xds_snapshot *resources_hook(wf_xds_conn *c, void *ud, char *err, size_t errlen)
 {
     wf_istiod *I = ud;
     ist_proxy *p = wf_xds_conn_data(c);
     cache_entry *ce;
-    json_t *b;
+    wf_xds_snapshot *sn;
+    translate_job j = {0};
 
     if (!p) {
         snprintf(err, errlen, "stream has no proxy");
@@ -180,18 +369,25 @@ static json_t *resources_hook(wf_xds_conn *c, void *ud, char *err, size_t errlen
         return NULL;
     }
     if ((ce = wf_map_get(&I->cache, p->key, strlen(p->key))))
-        return json_incref(ce->bundle);
-    if (!(b = wf_translate(&I->view.cfg, &p->pi, err, errlen)))
+        return wf_xds_snapshot_ref(ce->snap);
+    j.cfg = &I->view.cfg;
+    j.pi = &p->pi;
+    on_worker(translate_fn, &j);
+    if (j.bundle)
+        garbage(I, j.bundle);
+    if (!(sn = j.snap)) {
+        snprintf(err, errlen, "%s", j.err);
         return NULL;
+    }
     ce = calloc(1, sizeof(*ce));
     if (ce && (ce->key = strdup(p->key)) &&
         wf_map_put(&I->cache, ce->key, strlen(ce->key), ce) == 0) {
-        ce->bundle = json_incref(b);
+        ce->snap = wf_xds_snapshot_ref(sn);
     } else if (ce) {
         free(ce->key);
         free(ce);
     }
-    return b;
+    return sn;
 }
 
 /* ---- pushes ---------------------------------------------------------------------------------- */
@@ -437,6 +633,7 @@ static ist_proxy *proxy_from_node(const json_t *node)
     if (in && wf_addr_split(in, p->in_host, sizeof(p->in_host), &ip) == 0)
         p->pi.inbound_addr = p->in_host, p->pi.inbound_port = ip;
     p->pi.role = gen && strcmp(gen, "grpc") == 0 ? "grpc" : "proxy";
+    p->pi.no_version = 1; /* the snapshot versions the encoded bytes (xds/server.h) */
     p->pi.namespace_ = p->ns;
     p->pi.service_account = p->sa;
     p->pi.labels = n ? p->labels : NULL;
@@ -688,6 +885,7 @@ static void stop(wf_istiod *I)
     uv_close((uv_handle_t *)&I->reload_timer, NULL);
     uv_close((uv_handle_t *)&I->push_timer, NULL);
     uv_close((uv_handle_t *)&I->expire_timer, NULL);
+    uv_close((uv_handle_t *)&I->trash_timer, NULL);
     uv_close((uv_handle_t *)&I->cert_timer, NULL);
     uv_close((uv_handle_t *)&I->sig_term, NULL);
     uv_close((uv_handle_t *)&I->sig_int, NULL);
@@ -701,7 +899,6 @@ static void on_signal(uv_signal_t *s, int signum)
     stop(s->data);
 }
 
-
 int wf_istiod_run(const wf_istiod_opts *o)
 {
     static wf_istiod ist;
@@ -712,13 +909,23 @@ int wf_istiod_run(const wf_istiod_opts *o)
 
     wf_log_role = "istiod";
     signal(SIGPIPE, SIG_IGN);
+#ifdef __GLIBC__
+    /* istiod keeps many small long-lived objects per connected proxy and
+     * passes large short-lived ones (pushes of hundreds of KB, queued per
+     * stream, and translations).  With glibc's default, the threshold for
+     * giving a large block its own mapping rises with the blocks freed, so
+     * after the first pushes they come from the heap, between the small
+     * ones, and their pages stay resident long after they are freed.  A
+     * fixed threshold keeps them out of the heap. */
+    mallopt(M_MMAP_THRESHOLD, ISTIOD_MMAP_THRESHOLD);
+#endif
     memset(I, 0, sizeof(*I));
     I->o = o;
     wf_registry_init(&I->reg, (uint64_t)o->registry_grace_ms);
     wf_map_init(&I->cache);
     if (load_config(I, 1) < 0)
         return 1;
-    if (uv_loop_init(&I->loop) < 0) {
+    if (!(I->trash = json_array()) || uv_loop_init(&I->loop) < 0) {
         fprintf(stderr, "weft: istiod: cannot create the event loop\n");
         wf_config_free(I->cfg);
         return 1;
@@ -727,15 +934,17 @@ int wf_istiod_run(const wf_istiod_opts *o)
     uv_timer_init(&I->loop, &I->reload_timer);
     uv_timer_init(&I->loop, &I->push_timer);
     uv_timer_init(&I->loop, &I->expire_timer);
+    uv_timer_init(&I->loop, &I->trash_timer);
     uv_timer_init(&I->loop, &I->cert_timer);
     I->poll.data = I->reload_timer.data = I->push_timer.data = I->expire_timer.data = I;
-    I->cert_timer.data = I;
+    I->cert_timer.data = I->trash_timer.data = I;
     uv_signal_init(&I->loop, &I->sig_term);
     uv_signal_init(&I->loop, &I->sig_int);
     I->sig_term.data = I->sig_int.data = I;
     uv_signal_start(&I->sig_term, on_signal, SIGTERM);
     uv_signal_start(&I->sig_int, on_signal, SIGINT);
 
+    worker_start();
     if (!(I->xds = wf_xds_server_start(&I->loop, o->xds_listen, &hooks, err, sizeof(err)))) {
         fprintf(stderr, "weft: istiod: xDS server (--xds-listen %s): %s\n", o->xds_listen, err);
         rc = 1;
@@ -773,12 +982,15 @@ done:
     /* Everything is closed by stop(); whatever a failed start left open
      * is closed here so the loop can be freed. */
     wf_loop_finish(&I->loop);
+    worker_stop();
     wf_xds_server_free(I->xds);
     wf_ca_service_free(I->casvc);
     wf_tls_ctx_unref(I->tls);
     wf_ca_free(I->ca);
     cache_clear(I);
     wf_map_free(&I->cache);
+    retired_free(I);
+    json_decref(I->trash);
     wf_reg_view_free(&I->view);
     wf_registry_free(&I->reg);
     wf_config_free(I->cfg);

@@ -1986,3 +1986,246 @@ int wf_xds_response_decode(const uint8_t *buf, size_t len, wf_xds_response *r, c
     }
     return 0;
 }
+
+/* ---- envelopes without their resources ------------------------------------------------------ */
+
+/* One field at buf[*i]: its number and wire type, and for a length-delimited
+ * one its bytes.  Returns 0, or -1 for broken framing (or a group). */
+static int next_field(const uint8_t *buf, size_t len, size_t *i, unsigned *num, const uint8_t **p,
+                      size_t *plen)
+{
+    uint64_t key, v;
+
+    *p = NULL;
+    *plen = 0;
+    if (varint(buf, len, i, &key) < 0)
+        return -1;
+    *num = (unsigned)(key >> 3);
+    switch (key & 7) {
+    case 0:
+        return varint(buf, len, i, &v);
+    case 1:
+        if (len - *i < 8)
+            return -1;
+        *i += 8;
+        return 0;
+    case 5:
+        if (len - *i < 4)
+            return -1;
+        *i += 4;
+        return 0;
+    case 2:
+        if (varint(buf, len, i, &v) < 0 || v > len - *i)
+            return -1;
+        *p = buf + *i;
+        *plen = (size_t)v;
+        *i += (size_t)v;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
+int wf_xds_request_peek(const uint8_t *buf, size_t len, wf_xds_request_view *v)
+{
+    size_t i = 0, pl;
+    const uint8_t *p;
+    unsigned num;
+
+    memset(v, 0, sizeof(*v));
+    v->buf = buf;
+    v->len = len;
+    while (i < len) {
+        if (next_field(buf, len, &i, &num, &p, &pl) < 0)
+            return -1;
+        if (!p)
+            continue;
+        switch (num) {
+        case 1:
+            v->version_info = (const char *)p;
+            v->version_len = pl;
+            break;
+        case 2:
+            v->has_node = 1;
+            break;
+        case 3:
+            v->n_resource_names++;
+            break;
+        case 4:
+            v->type_url = (const char *)p;
+            v->type_url_len = pl;
+            break;
+        case 5:
+            v->response_nonce = (const char *)p;
+            v->nonce_len = pl;
+            break;
+        case 6:
+            v->has_error = 1;
+            break;
+        }
+    }
+    return 0;
+}
+
+int wf_xds_request_name(const wf_xds_request_view *v, size_t *pos, const char **name, size_t *len)
+{
+    const uint8_t *p;
+    size_t pl;
+    unsigned num;
+
+    while (*pos < v->len) {
+        if (next_field(v->buf, v->len, pos, &num, &p, &pl) < 0)
+            return 0;
+        if (num == 3 && p) {
+            *name = (const char *)p;
+            *len = pl;
+            return 1;
+        }
+    }
+    return 0;
+}
+
+int wf_xds_response_envelope(const uint8_t *buf, size_t len, wf_xds_envelope *env)
+{
+    size_t i = 0, pl;
+    const uint8_t *p;
+    unsigned num;
+
+    memset(env, 0, sizeof(*env));
+    while (i < len) {
+        if (next_field(buf, len, &i, &num, &p, &pl) < 0)
+            return -1;
+        if (!p)
+            continue;
+        /* A field seen twice: the last one counts, as when decoding. */
+        switch (num) {
+        case 1:
+            env->version_info = (const char *)p;
+            env->version_len = pl;
+            break;
+        case 2:
+            env->n_resources++;
+            break;
+        case 4:
+            env->type_url = (const char *)p;
+            env->type_url_len = pl;
+            break;
+        case 5:
+            env->nonce = (const char *)p;
+            env->nonce_len = pl;
+            break;
+        }
+    }
+    return 0;
+}
+
+static size_t put_varint(uint8_t *out, uint64_t v)
+{
+    size_t n = 0;
+
+    while (v >= 0x80) {
+        out[n++] = (uint8_t)(v | 0x80);
+        v >>= 7;
+    }
+    out[n++] = (uint8_t)v;
+    return n;
+}
+
+size_t wf_xds_response_tail(const char *nonce, const char *control_plane, uint8_t *out, size_t cap)
+{
+    size_t nl = nonce ? strlen(nonce) : 0, cl = control_plane ? strlen(control_plane) : 0;
+    size_t n = 0, il;
+
+    /* Field tag, a length of up to two varint bytes, the bytes; for
+     * control_plane that twice (ControlPlane{identifier=1}). */
+    if ((nl ? 3 + nl : 0) + (cl ? 6 + cl : 0) > cap || nl >= 16384 || cl >= 16000)
+        return 0;
+    if (nl) {
+        out[n++] = 5 << 3 | 2;
+        n += put_varint(out + n, nl);
+        memcpy(out + n, nonce, nl);
+        n += nl;
+    }
+    if (cl) {
+        uint8_t idv[3];
+        il = put_varint(idv, cl);
+        out[n++] = 6 << 3 | 2;
+        n += put_varint(out + n, 1 + il + cl);
+        out[n++] = 1 << 3 | 2;
+        memcpy(out + n, idv, il);
+        n += il;
+        memcpy(out + n, control_plane, cl);
+        n += cl;
+    }
+    return n;
+}
+
+static size_t varint_len(uint64_t v)
+{
+    size_t n = 1;
+
+    while (v >= 0x80) {
+        v >>= 7;
+        n++;
+    }
+    return n;
+}
+
+/* Field number f, length-delimited, of l bytes: tag and length. */
+static size_t put_ld(uint8_t *out, unsigned f, size_t l)
+{
+    out[0] = (uint8_t)(f << 3 | 2);
+    return 1 + put_varint(out + 1, l);
+}
+
+int wf_xds_response_assemble(const char *version, const char *type_url, const uint8_t *const *res,
+                             const size_t *lens, size_t n, uint8_t **out, size_t *len,
+                             size_t *offsets)
+{
+    size_t vl = version ? strlen(version) : 0, tl = type_url ? strlen(type_url) : 0;
+    size_t any_head = tl ? 1 + varint_len(tl) + tl : 0, total = 0, k = 0;
+    uint8_t *b;
+
+    /* proto3 omits empty strings, as the encoder does (dup_or_null). */
+    if (vl)
+        total += 1 + varint_len(vl) + vl;
+    for (size_t i = 0; i < n; i++) {
+        size_t inner = any_head + (lens[i] ? 1 + varint_len(lens[i]) + lens[i] : 0);
+        total += 1 + varint_len(inner) + inner;
+    }
+    if (tl)
+        total += 1 + varint_len(tl) + tl;
+    *out = NULL;
+    *len = 0;
+    if (!(b = malloc(total ? total : 1)))
+        return -1;
+    if (vl) {
+        k += put_ld(b + k, 1, vl);
+        memcpy(b + k, version, vl);
+        k += vl;
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t inner = any_head + (lens[i] ? 1 + varint_len(lens[i]) + lens[i] : 0);
+        k += put_ld(b + k, 2, inner);
+        if (tl) {
+            k += put_ld(b + k, 1, tl);
+            memcpy(b + k, type_url, tl);
+            k += tl;
+        }
+        if (lens[i])
+            k += put_ld(b + k, 2, lens[i]);
+        if (offsets)
+            offsets[i] = k;
+        if (lens[i])
+            memcpy(b + k, res[i], lens[i]);
+        k += lens[i];
+    }
+    if (tl) {
+        k += put_ld(b + k, 4, tl);
+        memcpy(b + k, type_url, tl);
+        k += tl;
+    }
+    *out = b;
+    *len = k;
+    return 0;
+}

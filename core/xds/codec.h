@@ -71,4 +71,67 @@ int wf_xds_response_decode(const uint8_t *buf, size_t len, wf_xds_response *r, c
                            size_t errlen);
 void wf_xds_response_free(wf_xds_response *r);
 
+/*
+ * The envelope of an encoded DiscoveryResponse, read without decoding (or
+ * copying) its resources: what a client needs to ACK it.  The strings
+ * point into buf (not NUL-terminated; length 0 when absent).  Returns 0,
+ * or -1 when the framing is broken.
+ */
+typedef struct wf_xds_envelope {
+    const char *version_info, *type_url, *nonce;
+    size_t version_len, type_url_len, nonce_len;
+    size_t n_resources;
+} wf_xds_envelope;
+
+int wf_xds_response_envelope(const uint8_t *buf, size_t len, wf_xds_envelope *env);
+
+/*
+ * What a server needs of an encoded DiscoveryRequest to recognise a plain
+ * ACK, read without decoding it (an EDS ACK repeats every name it is
+ * subscribed to: thousands of strings per request otherwise).  Strings
+ * point into buf (not NUL-terminated); resource names are counted and
+ * walked with wf_xds_request_name.  Returns 0, or -1 when the framing is
+ * broken (the full decode then says what is wrong).
+ */
+typedef struct wf_xds_request_view {
+    const char *version_info, *type_url, *response_nonce;
+    size_t version_len, type_url_len, nonce_len;
+    size_t n_resource_names;
+    int has_node, has_error;
+    const uint8_t *buf;
+    size_t len;
+} wf_xds_request_view;
+
+int wf_xds_request_peek(const uint8_t *buf, size_t len, wf_xds_request_view *v);
+/* The next resource name from *pos (start at 0): returns 1 with it in
+ * *name and *len, 0 when there is none left. */
+int wf_xds_request_name(const wf_xds_request_view *v, size_t *pos, const char **name, size_t *len);
+
+/*
+ * A response's last fields, nonce (5) and control_plane (6), as bytes.
+ * Appended to the encoding of the same response without them, they make
+ * exactly the bytes of encoding the whole (protobuf writes fields in
+ * number order), so a response shared by many streams is encoded once and
+ * each stream appends its own nonce.  Writes into out (cap bytes) and
+ * returns the length, or 0 when it does not fit (WF_XDS_TAIL_MAX does for
+ * a nonce and identifier of up to 100 bytes each).  NULL or "" omits a
+ * field, as the encoder does.
+ */
+#define WF_XDS_TAIL_MAX 210
+size_t wf_xds_response_tail(const char *nonce, const char *control_plane, uint8_t *out, size_t cap);
+
+/*
+ * A DiscoveryResponse without nonce and control_plane (see
+ * wf_xds_response_tail) from resources already encoded (wf_xds_encode):
+ * version_info, each resource as an Any of type_url, type_url; the bytes
+ * wf_xds_response_encode makes for the same resources.  res[i] and lens[i]
+ * for i < n.  *out is malloc'd; offsets (n entries, or NULL) receives where
+ * each resource's bytes start in it, so that parts of the response can be
+ * sent again without encoding them again.  Returns 0, or -1 (out of
+ * memory).
+ */
+int wf_xds_response_assemble(const char *version, const char *type_url, const uint8_t *const *res,
+                             const size_t *lens, size_t n, uint8_t **out, size_t *len,
+                             size_t *offsets);
+
 #endif

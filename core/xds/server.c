@@ -5,6 +5,7 @@
 #include "xds/server.h"
 
 #include <inttypes.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +22,20 @@
  * read some: pushing more would only grow our memory, never its config. */
 #define SLOW_BYTES (1024 * 1024)
 #define RETRY_MS 100
+/* Pushes queued and not yet written, all streams together.  A change is
+ * pushed to every stream, and queueing it to all at once would copy it once
+ * per stream before the first byte goes out (thousands of copies of a
+ * listener of a few hundred KB); within this budget the streams are served
+ * as their bytes leave, at the same rate, from a fraction of the memory. */
+#define PUSH_BUDGET (16 << 20)
+/* A stream whose pushed bytes are not written after this long is a slow
+ * reader: it stops counting against the budget, so that a few stuck
+ * clients cannot hold back the pushes of every other (SLOW_BYTES keeps
+ * what is queued for it bounded). */
+#define STALL_MS 1000
+/* After a burst of pushes, give the allocator's free pages back (glibc
+ * keeps what the queues used), at most this often. */
+#define TRIM_MS 1000
 #define CONTROL_PLANE "weft-istiod"
 
 static const char *const type_urls[WF_XDS_NTYPES] = {WF_TYPE_CLUSTER, WF_TYPE_ENDPOINT,
@@ -60,16 +75,138 @@ void wf_xds_state_init(wf_xds_stream_state *st)
     memset(st, 0, sizeof(*st));
 }
 
-static void free_names(char **v, size_t n)
+/* ---- interned name lists ------------------------------------------------------------------ */
+
+struct wf_xds_names {
+    size_t refs;
+    uint64_t hash;
+    size_t n, bytes;           /* names, and bytes of their text with NULs */
+    struct wf_xds_names *next; /* in its hash chain */
+    char *names[];             /* n pointers, then the text */
+};
+
+/* Every list in use, by hash.  The ADS server runs on one loop, so this
+ * needs no lock. */
+static struct {
+    wf_xds_names **b;
+    size_t cap, n;
+} interned;
+
+static uint64_t names_hash(char *const *v, size_t n)
 {
+    uint64_t h = 1469598103934665603ULL;
+
     for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
+        for (const unsigned char *p = (const unsigned char *)v[i];; p++) {
+            h ^= *p;
+            h *= 1099511628211ULL;
+            if (!*p)
+                break;
+        }
+    return h;
+}
+
+static int same_names(const wf_xds_names *a, char *const *v, size_t n)
+{
+    if (a->n != n)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(a->names[i], v[i]) != 0)
+            return 0;
+    return 1;
+}
+
+static void names_unref(wf_xds_names *set)
+{
+    wf_xds_names **pp;
+
+    if (!set || --set->refs)
+        return;
+    for (pp = &interned.b[set->hash & (interned.cap - 1)]; *pp != set; pp = &(*pp)->next)
+        ;
+    *pp = set->next;
+    free(set);
+    if (!--interned.n) {
+        free(interned.b);
+        memset(&interned, 0, sizeof(interned));
+    }
+}
+
+static int interned_grow(void)
+{
+    size_t cap = interned.cap ? interned.cap * 2 : 64;
+    wf_xds_names **b = calloc(cap, sizeof(*b));
+
+    if (!b)
+        return -1;
+    for (size_t i = 0; i < interned.cap; i++)
+        for (wf_xds_names *e = interned.b[i], *nx; e; e = nx) {
+            nx = e->next;
+            e->next = b[e->hash & (cap - 1)];
+            b[e->hash & (cap - 1)] = e;
+        }
+    free(interned.b);
+    interned.b = b;
+    interned.cap = cap;
+    return 0;
+}
+
+/* The interned list of v (n names, sorted and unique, borrowed): a new
+ * reference, or NULL on out of memory. */
+static wf_xds_names *names_intern(char *const *v, size_t n)
+{
+    uint64_t h = names_hash(v, n);
+    size_t bytes = 0;
+    wf_xds_names *set;
+    char *p;
+
+    for (set = interned.cap ? interned.b[h & (interned.cap - 1)] : NULL; set; set = set->next)
+        if (set->hash == h && same_names(set, v, n)) {
+            set->refs++;
+            return set;
+        }
+    if (interned.n >= interned.cap && interned_grow() < 0)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(v[i]) + 1;
+    if (!(set = malloc(sizeof(*set) + n * sizeof(char *) + bytes)))
+        return NULL;
+    set->refs = 1;
+    set->hash = h;
+    set->n = n;
+    set->bytes = bytes;
+    p = (char *)(set->names + n);
+    for (size_t i = 0; i < n; i++) {
+        size_t l = strlen(v[i]) + 1;
+        set->names[i] = memcpy(p, v[i], l);
+        p += l;
+    }
+    set->next = interned.b[h & (interned.cap - 1)];
+    interned.b[h & (interned.cap - 1)] = set;
+    interned.n++;
+    return set;
+}
+
+/* ---- digests: EDS as the client holds it, assignment by assignment ------------------------ */
+
+struct wf_xds_digest {
+    size_t refs;
+    wf_xds_names *names; /* the subscription (a reference) */
+    uint64_t h[];        /* per name: hash of its assignment's bytes, 0 when absent */
+};
+
+static void digest_unref(wf_xds_digest *d)
+{
+    if (!d || --d->refs)
+        return;
+    names_unref(d->names);
+    free(d);
 }
 
 static void type_free(wf_xds_type_state *ts)
 {
-    free_names(ts->names, ts->n_names);
+    names_unref(ts->set);
+    digest_unref(ts->sent_digest);
     free(ts->sent_version);
     free(ts->sent_nonce);
     free(ts->acked_version);
@@ -90,65 +227,55 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
-/* The request's names as a sorted, unique, malloc'd list.  Returns 0 or -1
- * (out of memory). */
-static int names_from(const wf_xds_request *req, char ***out, size_t *n_out, int *has_star)
-{
-    char **v = NULL;
-    size_t n = 0;
-
-    *has_star = 0;
-    if (req->n_resource_names) {
-        v = calloc(req->n_resource_names, sizeof(*v));
-        if (!v)
-            return -1;
-    }
-    for (size_t i = 0; i < req->n_resource_names; i++) {
-        const char *name = req->resource_names[i] ? req->resource_names[i] : "";
-        if (strcmp(name, "*") == 0) {
-            *has_star = 1;
-            continue;
-        }
-        if (!(v[n] = strdup(name))) {
-            free_names(v, n);
-            return -1;
-        }
-        n++;
-    }
-    if (n > 1) {
-        size_t k = 1;
-        qsort(v, n, sizeof(*v), cmp_str);
-        for (size_t i = 1; i < n; i++) {
-            if (strcmp(v[i], v[k - 1]) == 0)
-                free(v[i]);
-            else
-                v[k++] = v[i];
-        }
-        n = k;
-    }
-    *out = v;
-    *n_out = n;
-    return 0;
-}
-
 /* Replaces ts's subscription by the request's.  Returns 1 when it changed,
  * 0 when it is the same, -1 on out of memory. */
 static int set_names(wf_xds_type_state *ts, int type, const wf_xds_request *req)
 {
-    char **v;
-    size_t n;
-    int star, wildcard, same;
+    char **v = NULL;
+    size_t n = 0, have = ts->set ? ts->set->n : 0;
+    int star = 0, wildcard, same;
+    wf_xds_names *set = NULL;
 
-    if (names_from(req, &v, &n, &star) < 0)
+    /* The common case, an ACK that repeats the names in the order they
+     * were interned in, costs a comparison and no allocation. */
+    if (ts->subscribed && req->n_resource_names == have &&
+        ts->wildcard == (type != WF_XDS_EDS && have == 0)) {
+        size_t i = 0;
+        while (i < have && req->resource_names[i] &&
+               strcmp(req->resource_names[i], ts->set->names[i]) == 0)
+            i++;
+        if (i == have)
+            return 0;
+    }
+    if (req->n_resource_names && !(v = calloc(req->n_resource_names, sizeof(*v))))
         return -1;
+    for (size_t i = 0; i < req->n_resource_names; i++) {
+        char *name = req->resource_names[i] ? req->resource_names[i] : "";
+        if (strcmp(name, "*") == 0)
+            star = 1;
+        else
+            v[n++] = name;
+    }
+    if (n > 1) {
+        size_t k = 1;
+        qsort(v, n, sizeof(*v), cmp_str);
+        for (size_t i = 1; i < n; i++)
+            if (strcmp(v[i], v[k - 1]) != 0)
+                v[k++] = v[i];
+        n = k;
+    }
+    if (n && !(set = names_intern(v, n))) {
+        free(v);
+        return -1;
+    }
+    free(v);
     /* Only LDS and CDS know a wildcard; an EDS request without names asks
      * for nothing. */
     wildcard = type != WF_XDS_EDS && (star || n == 0);
-    same = ts->subscribed && wildcard == ts->wildcard && n == ts->n_names;
-    for (size_t i = 0; same && i < n; i++)
-        same = strcmp(v[i], ts->names[i]) == 0;
-    free_names(ts->names, ts->n_names);
-    ts->names = v;
+    same = ts->subscribed && wildcard == ts->wildcard && set == ts->set;
+    names_unref(ts->set);
+    ts->set = set;
+    ts->names = set ? set->names : NULL;
     ts->n_names = n;
     ts->wildcard = wildcard;
     ts->subscribed = 1;
@@ -163,6 +290,23 @@ static int replace(char **dst, const char *src)
         return -1;
     free(*dst);
     *dst = c;
+    return 0;
+}
+
+/* The client ACKed the last response of ts (version: what it says it
+ * holds now, "" for what was sent). */
+static int ack(wf_xds_type_state *ts, const char *version, uint64_t now_ms, wf_xds_outcome *out)
+{
+    if (replace(&ts->acked_version, version[0] ? version : ts->sent_version) < 0)
+        return -1;
+    free(ts->last_nack);
+    ts->last_nack = NULL;
+    ts->n_acks++;
+    if (!ts->measured) {
+        ts->measured = 1;
+        out->converged = now_ms >= ts->trigger_ms ? (int64_t)(now_ms - ts->trigger_ms) : 0;
+    }
+    out->verdict = WF_XDS_ACK;
     return 0;
 }
 
@@ -221,19 +365,7 @@ int wf_xds_state_request(wf_xds_stream_state *st, const wf_xds_request *req, uin
             out->verdict = WF_XDS_NACK;
             return 0;
         }
-        if (replace(&ts->acked_version,
-                    req->version_info && req->version_info[0] ? req->version_info
-                                                              : ts->sent_version) < 0)
-            return -1;
-        free(ts->last_nack);
-        ts->last_nack = NULL;
-        ts->n_acks++;
-        if (!ts->measured) {
-            ts->measured = 1;
-            out->converged = now_ms >= ts->trigger_ms ? (int64_t)(now_ms - ts->trigger_ms) : 0;
-        }
-        out->verdict = WF_XDS_ACK;
-        return 0;
+        return ack(ts, req->version_info ? req->version_info : "", now_ms, out);
     }
     if (set_names(ts, type, req) < 0)
         return -1;
@@ -241,6 +373,50 @@ int wf_xds_state_request(wf_xds_stream_state *st, const wf_xds_request *req, uin
     out->respond = 1;
     out->verdict = WF_XDS_SUBSCRIBE;
     return 0;
+}
+
+/* p[0..n) (not NUL-terminated, NULL when n is 0) is the string s. */
+static int slice_is(const char *p, size_t n, const char *s)
+{
+    return s && strlen(s) == n && (!n || memcmp(p, s, n) == 0);
+}
+
+int wf_xds_state_plain_ack(wf_xds_stream_state *st, const wf_xds_request_view *v, uint64_t now_ms,
+                           wf_xds_outcome *out)
+{
+    wf_xds_type_state *ts;
+    size_t have, pos = 0, len, i = 0;
+    const char *name;
+    char version[128];
+    int type;
+
+    memset(out, 0, sizeof(*out));
+    out->type = -1;
+    out->converged = -1;
+    if (!st->node || v->has_node || v->has_error || !v->nonce_len ||
+        v->version_len >= sizeof(version) ||
+        (v->version_len && memchr(v->version_info, 0, v->version_len)))
+        return 0;
+    for (type = 0; type < WF_XDS_NTYPES; type++)
+        if (slice_is(v->type_url, v->type_url_len, type_urls[type]))
+            break;
+    if (type == WF_XDS_NTYPES)
+        return 0;
+    ts = &st->t[type];
+    have = ts->set ? ts->set->n : 0;
+    if (!ts->subscribed || !slice_is(v->response_nonce, v->nonce_len, ts->sent_nonce) ||
+        v->n_resource_names != have || ts->wildcard != (type != WF_XDS_EDS && have == 0))
+        return 0;
+    while (wf_xds_request_name(v, &pos, &name, &len))
+        if (i >= have || !slice_is(name, len, ts->set->names[i++]))
+            return 0;
+    if (i != have)
+        return 0;
+    if (v->version_len)
+        memcpy(version, v->version_info, v->version_len);
+    version[v->version_len] = 0;
+    out->type = type;
+    return ack(ts, version, now_ms, out) < 0 ? -1 : 1;
 }
 
 void wf_xds_version(const json_t *resources, char buf[17])
@@ -275,16 +451,15 @@ static void alias_fqdn(const char *host, size_t hl, const char *ns, char *out, s
         snprintf(out, len, "%.*s", (int)hl, host);
 }
 
-/* The FQDN listener an alias stands for, or NULL. */
-static json_t *find_alias(const json_t *all, const wf_map *byname, const char *name,
-                          const char *ns)
+/* The index in names[0..n) of the FQDN listener an alias stands for, or
+ * -1.  byname maps each name to its index + 1. */
+static long find_alias(char *const *names, size_t n, const wf_map *byname, const char *name,
+                       const char *ns)
 {
     const char *colon = strrchr(name, ':');
     char fqdn[1024], key[1100];
-    size_t hl = strlen(name);
-    json_t *best = NULL, *r;
-    long best_port = 0;
-    size_t i;
+    size_t hl = strlen(name), fl;
+    long best = -1, best_port = 0;
 
     if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1))
         hl = (size_t)(colon - name);
@@ -293,16 +468,16 @@ static json_t *find_alias(const json_t *all, const wf_map *byname, const char *n
     alias_fqdn(name, hl, ns, fqdn, sizeof(fqdn));
     if (colon) {
         snprintf(key, sizeof(key), "%s%s", fqdn, colon);
-        return wf_map_get(byname, key, strlen(key));
+        return (long)(uintptr_t)wf_map_get(byname, key, strlen(key)) - 1;
     }
     /* No port asked: the service's listener with the lowest port. */
-    json_array_foreach (all, i, r) {
-        const char *n = res_name(WF_XDS_LDS, r);
-        size_t fl = strlen(fqdn);
-        if (n && strncmp(n, fqdn, fl) == 0 && n[fl] == ':') {
-            long p = strtol(n + fl + 1, NULL, 10);
-            if (!best || p < best_port) {
-                best = r;
+    fl = strlen(fqdn);
+    for (size_t i = 0; i < n; i++) {
+        const char *nm = names[i];
+        if (nm && strncmp(nm, fqdn, fl) == 0 && nm[fl] == ':') {
+            long p = strtol(nm + fl + 1, NULL, 10);
+            if (best < 0 || p < best_port) {
+                best = (long)i;
                 best_port = p;
             }
         }
@@ -314,7 +489,8 @@ json_t *wf_xds_select(int type, const json_t *all, const wf_xds_type_state *ts, 
 {
     json_t *out = json_array(), *r;
     wf_map byname;
-    size_t i;
+    char **names = NULL;
+    size_t i, n = json_array_size(all);
 
     if (!out)
         return NULL;
@@ -326,33 +502,62 @@ json_t *wf_xds_select(int type, const json_t *all, const wf_xds_type_state *ts, 
                 goto oom;
         return out;
     }
+    if (n && !(names = calloc(n, sizeof(*names))))
+        goto oom;
     wf_map_init(&byname);
     json_array_foreach (all, i, r) {
-        const char *n = res_name(type, r);
-        if (n && !wf_map_get(&byname, n, strlen(n)) && wf_map_put(&byname, n, strlen(n), r) < 0) {
+        const char *nm = res_name(type, r);
+        names[i] = (char *)nm;
+        if (nm && !wf_map_get(&byname, nm, strlen(nm)) &&
+            wf_map_put(&byname, nm, strlen(nm), (void *)(uintptr_t)(i + 1)) < 0) {
             wf_map_free(&byname);
+            free(names);
             goto oom;
         }
     }
     for (i = 0; i < ts->n_names; i++) {
         const char *want = ts->names[i];
-        json_t *found = wf_map_get(&byname, want, strlen(want));
-        if (found) {
-            if (json_array_append(out, found) < 0)
+        uintptr_t j = (uintptr_t)wf_map_get(&byname, want, strlen(want));
+        long a;
+        if (j) {
+            if (json_array_append(out, json_array_get(all, j - 1)) < 0)
                 break;
-        } else if (type == WF_XDS_LDS && (found = find_alias(all, &byname, want, ns))) {
-            json_t *copy = json_deep_copy(found);
+        } else if (type == WF_XDS_LDS && (a = find_alias(names, n, &byname, want, ns)) >= 0) {
+            json_t *copy = json_deep_copy(json_array_get(all, (size_t)a));
             if (!copy || json_object_set_new(copy, "name", json_string(want)) < 0 ||
                 json_array_append_new(out, copy) < 0)
                 break;
         }
     }
     wf_map_free(&byname);
+    free(names);
     if (i == ts->n_names)
         return out;
 oom:
     json_decref(out);
     return NULL;
+}
+
+/* Records a response of version as sent on ts: its nonce into nonce[24].
+ * Returns 0, or -1 on out of memory (nothing recorded). */
+static int record_sent(wf_xds_stream_state *st, wf_xds_type_state *ts, const char *version,
+                       uint64_t trigger_ms, char nonce[24])
+{
+    snprintf(nonce, 24, "%" PRIu64, st->nonces + 1);
+    if (replace(&ts->sent_version, version) < 0 || replace(&ts->sent_nonce, nonce) < 0)
+        return -1;
+    st->nonces++;
+    ts->owed = 0;
+    ts->n_sent++;
+    ts->trigger_ms = trigger_ms;
+    ts->measured = 0;
+    return 0;
+}
+
+/* A response is due: owed, or a version the stream was not sent last. */
+static int due(const wf_xds_type_state *ts, const char *version)
+{
+    return ts->owed || !ts->sent_version || strcmp(version, ts->sent_version) != 0;
 }
 
 int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, const char *ns,
@@ -369,18 +574,24 @@ int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, c
     if (!(sel = wf_xds_select(type, all, ts, ns)))
         return -1;
     wf_xds_version(sel, version);
-    if (!ts->owed && ts->sent_version && strcmp(version, ts->sent_version) == 0) {
+    if (!due(ts, version)) {
         json_decref(sel);
         return 0;
     }
-    snprintf(nonce, sizeof(nonce), "%" PRIu64, ++st->nonces);
+    if (record_sent(st, ts, version, trigger_ms, nonce) < 0) {
+        json_decref(sel);
+        return -1;
+    }
+    /* The JSON form is always whole: what the client holds afterwards is
+     * not known resource by resource. */
+    digest_unref(ts->sent_digest);
+    ts->sent_digest = NULL;
     out->version_info = strdup(version);
     out->type_url = strdup(type_urls[type]);
     out->nonce = strdup(nonce);
     out->control_plane = strdup(CONTROL_PLANE);
     out->resources = sel;
-    if (!out->version_info || !out->type_url || !out->nonce || !out->control_plane ||
-        replace(&ts->sent_version, version) < 0 || replace(&ts->sent_nonce, nonce) < 0) {
+    if (!out->version_info || !out->type_url || !out->nonce || !out->control_plane) {
         free(out->version_info);
         free(out->type_url);
         free(out->nonce);
@@ -389,10 +600,675 @@ int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, c
         memset(out, 0, sizeof(*out));
         return -1;
     }
-    ts->owed = 0;
-    ts->n_sent++;
-    ts->trigger_ms = trigger_ms;
-    ts->measured = 0;
+    return 1;
+}
+
+/* ---- snapshots ----------------------------------------------------------------------------- */
+
+/* A response body (without nonce and control_plane) and its version. */
+typedef struct encoded {
+    char version[17];
+    const uint8_t *body; /* owned, or a table's full response */
+    uint8_t *own;        /* what to free */
+    size_t len, n_resources;
+} encoded;
+
+/* One type of a snapshot: every resource encoded, as the wildcard
+ * response, and where each one is in it. */
+typedef struct res_table {
+    encoded full;
+    size_t n;
+    char **names; /* per resource; "" for one without a name */
+    size_t *off, *len;
+    uint64_t *hash;      /* of each resource's bytes; never 0 */
+    wf_map byname;       /* name -> index + 1, the first of a name */
+    struct res_key *key; /* of each resource's JSON ("resources encoded before") */
+    char *error;         /* the resources could not be encoded: why */
+    int reported;        /* error was returned once already */
+} res_table;
+
+/* ---- resources encoded before ---------------------------------------------------------------- */
+
+/*
+ * Most of a translation is what the last one was (a VirtualService change
+ * leaves every cluster and assignment as it was), and proxies of different
+ * shapes share most of theirs, so a resource is encoded only when no live
+ * snapshot has it already: each resource's JSON is hashed (128 bits, far
+ * cheaper than encoding it) and the index finds the bytes in the snapshot
+ * that has them.  The hash follows the JSON as the encoder does (object
+ * members in their order), so the same hash means the same bytes.  The
+ * index holds no memory of its own per resource: it points into tables,
+ * and a table that goes removes its entries.  Snapshots are made on
+ * istiod's translation thread and freed on its loop thread, one at a time
+ * (the loop waits while a translation runs), so the index needs no lock.
+ */
+typedef struct res_key {
+    uint64_t a, b;
+} res_key;
+
+typedef struct idx_slot {
+    res_key k;
+    const res_table *tb; /* NULL: empty; &tomb: deleted */
+    size_t i;
+} idx_slot;
+
+static const res_table tomb;
+static struct {
+    idx_slot *s;
+    size_t cap, used, live; /* used: live and deleted slots */
+} enc_index;
+
+static uint64_t mix64(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ULL;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebULL;
+    x ^= x >> 31;
+    return x;
+}
+
+/* Two lanes of one multiply per word each (json_key mixes them at the
+ * end): hashing a translation must stay well below encoding it. */
+static inline void feed(res_key *k, uint64_t w)
+{
+    uint64_t a = k->a ^ w;
+
+    k->a = (a << 29 | a >> 35) * 0x9e3779b97f4a7c15ULL;
+    k->b = (k->b + w) * 0xc2b2ae3d27d4eb4fULL;
+    k->b ^= k->b >> 31;
+}
+
+static void feed_bytes(res_key *k, const char *p, size_t n)
+{
+    uint64_t w;
+
+    feed(k, n);
+    for (; n >= 8; p += 8, n -= 8) {
+        memcpy(&w, p, 8);
+        feed(k, w);
+    }
+    if (n) {
+        w = 0;
+        memcpy(&w, p, n);
+        feed(k, w);
+    }
+}
+
+static void hash_json(res_key *k, const json_t *v)
+{
+    const char *key;
+    json_t *x;
+    size_t i;
+    double d;
+    uint64_t u;
+
+    switch (json_typeof(v)) {
+    case JSON_OBJECT:
+        feed(k, 'o' << 8 | json_object_size(v));
+        for (void *it = json_object_iter((json_t *)v); it;
+             it = json_object_iter_next((json_t *)v, it)) {
+            key = json_object_iter_key(it);
+            feed_bytes(k, key, json_object_iter_key_len(it));
+            hash_json(k, json_object_iter_value(it));
+        }
+        break;
+    case JSON_ARRAY:
+        feed(k, 'a' << 8 | json_array_size(v));
+        json_array_foreach (v, i, x)
+            hash_json(k, x);
+        break;
+    case JSON_STRING:
+        feed(k, 's');
+        feed_bytes(k, json_string_value(v), json_string_length(v));
+        break;
+    case JSON_INTEGER:
+        feed(k, 'i');
+        feed(k, (uint64_t)json_integer_value(v));
+        break;
+    case JSON_REAL:
+        d = json_real_value(v);
+        memcpy(&u, &d, sizeof(u));
+        feed(k, 'r');
+        feed(k, u);
+        break;
+    default:
+        feed(k, (uint64_t)json_typeof(v) << 8 | 'k');
+        break;
+    }
+}
+
+static res_key json_key(int type, const json_t *r)
+{
+    res_key k = {0x243f6a8885a308d3ULL ^ (uint64_t)type, 0x13198a2e03707344ULL};
+
+    hash_json(&k, r);
+    k.a = mix64(k.a);
+    k.b = mix64(k.b ^ k.a);
+    return k;
+}
+
+static idx_slot *idx_find(res_key k)
+{
+    size_t m = enc_index.cap - 1;
+
+    if (!enc_index.cap)
+        return NULL;
+    for (size_t h = k.a & m;; h = (h + 1) & m) {
+        idx_slot *sl = &enc_index.s[h];
+        if (!sl->tb)
+            return NULL;
+        if (sl->tb != &tomb && sl->k.a == k.a && sl->k.b == k.b)
+            return sl;
+    }
+}
+
+static int idx_put(res_key k, const res_table *tb, size_t i);
+
+static int idx_grow(void)
+{
+    idx_slot *old = enc_index.s;
+    size_t oldcap = enc_index.cap, cap = oldcap ? oldcap : 1024;
+
+    /* Double unless most of the used slots are deleted ones. */
+    if (enc_index.live > oldcap / 4)
+        cap = oldcap * 2;
+    if (!(enc_index.s = calloc(cap, sizeof(*enc_index.s)))) {
+        enc_index.s = old;
+        return -1;
+    }
+    enc_index.cap = cap;
+    enc_index.used = enc_index.live = 0;
+    for (size_t j = 0; j < oldcap; j++)
+        if (old[j].tb && old[j].tb != &tomb)
+            idx_put(old[j].k, old[j].tb, old[j].i);
+    free(old);
+    return 0;
+}
+
+/* Records that tb's resource i has key k.  A key known already moves to
+ * tb: the newest table is the one likely to stay. */
+static int idx_put(res_key k, const res_table *tb, size_t i)
+{
+    idx_slot *sl;
+    size_t m;
+
+    if ((sl = idx_find(k))) {
+        sl->tb = tb;
+        sl->i = i;
+        return 0;
+    }
+    if ((enc_index.used + 1) * 4 > enc_index.cap * 3 && idx_grow() < 0)
+        return -1;
+    m = enc_index.cap - 1;
+    for (size_t h = k.a & m;; h = (h + 1) & m) {
+        sl = &enc_index.s[h];
+        if (!sl->tb || sl->tb == &tomb) {
+            enc_index.used += !sl->tb;
+            enc_index.live++;
+            sl->k = k;
+            sl->tb = tb;
+            sl->i = i;
+            return 0;
+        }
+    }
+}
+
+/* tb is going: its entries go too. */
+static void idx_forget(const res_table *tb)
+{
+    for (size_t i = 0; tb->key && i < tb->n; i++) {
+        idx_slot *sl = idx_find(tb->key[i]);
+        if (sl && sl->tb == tb && sl->i == i) {
+            sl->tb = &tomb;
+            enc_index.live--;
+        }
+    }
+    if (enc_index.cap && !enc_index.live) {
+        free(enc_index.s);
+        memset(&enc_index, 0, sizeof(enc_index));
+    }
+}
+
+/* An EDS delta: what a stream that holds from gets. */
+typedef struct enc_delta {
+    wf_xds_digest *from; /* a reference */
+    encoded e;
+    struct enc_delta *next;
+} enc_delta;
+
+/* What one named subscription gets from the snapshot. */
+typedef struct enc_entry {
+    int type;
+    wf_xds_names *names; /* a reference */
+    char *ns;            /* LDS: the namespace aliases resolve in */
+    encoded e;
+    uint8_t **renamed; /* LDS: listeners asked for by an alias, re-encoded */
+    size_t n_renamed;
+    wf_xds_digest *digest; /* EDS: per name, for deltas */
+    size_t *off, *rlen;    /* EDS: where each name's assignment is in e.body */
+    enc_delta *deltas;
+    struct enc_entry *next;
+} enc_entry;
+
+struct wf_xds_snapshot {
+    size_t refs;
+    res_table t[WF_XDS_NTYPES];
+    enc_entry *entries;
+};
+
+static void table_free(res_table *tb)
+{
+    idx_forget(tb);
+    free(tb->key);
+    free(tb->names);
+    free(tb->off);
+    free(tb->len);
+    free(tb->hash);
+    free(tb->full.own);
+    free(tb->error);
+    wf_map_free(&tb->byname);
+}
+
+static uint64_t hashes_hash(const uint64_t *h, size_t n)
+{
+    return wf_hash(h, n * sizeof(*h));
+}
+
+/* Encodes all (a JSON array of resources of type) into tb.  Returns 0
+ * (with tb->error set when a resource cannot be encoded), -1 on out of
+ * memory.  What the table keeps is a few blocks, not one per resource:
+ * they are made while a translation's many small values are alive, and
+ * each small block left among them once they are freed would keep a page
+ * resident. */
+static int table_build(res_table *tb, int type, const json_t *all)
+{
+    size_t n = json_array_size(all), m = n ? n : 1, text = 0;
+    uint8_t **bytes = calloc(m, sizeof(*bytes)); /* encoded here, to free */
+    const uint8_t **res = calloc(m, sizeof(*res));
+    char err[512], *p;
+    int rc = -1;
+
+    wf_map_init(&tb->byname);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = res_name(type, json_array_get(all, i));
+        text += (name ? strlen(name) : 0) + 1;
+    }
+    tb->names = malloc(m * sizeof(*tb->names) + text);
+    tb->off = calloc(m, sizeof(*tb->off));
+    tb->len = calloc(m, sizeof(*tb->len));
+    tb->hash = calloc(m, sizeof(*tb->hash));
+    tb->key = calloc(m, sizeof(*tb->key));
+    if (!bytes || !res || !tb->names || !tb->off || !tb->len || !tb->hash || !tb->key)
+        goto out;
+    p = (char *)(tb->names + m);
+    for (size_t i = 0; i < n; i++) {
+        const char *name = res_name(type, json_array_get(all, i));
+        size_t l = (name ? strlen(name) : 0) + 1;
+        tb->names[i] = memcpy(p, name ? name : "", l);
+        p += l;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const json_t *r = json_array_get(all, i);
+        const char *name = tb->names[i];
+        idx_slot *sl;
+        tb->key[i] = json_key(type, r);
+        if ((sl = idx_find(tb->key[i]))) {
+            res[i] = sl->tb->full.body + sl->tb->off[sl->i];
+            tb->len[i] = sl->tb->len[sl->i];
+            tb->hash[i] = sl->tb->hash[sl->i];
+        } else if (wf_xds_encode(type_urls[type], r, &bytes[i], &tb->len[i], err, sizeof(err)) <
+                   0) {
+            if (strcmp(err, "out of memory") == 0 || !(tb->error = strdup(err)))
+                goto out;
+            rc = 0;
+            goto out;
+        } else {
+            res[i] = bytes[i];
+            tb->hash[i] = wf_hash(bytes[i], tb->len[i]) | 1; /* never 0, which means absent */
+        }
+        if (*name && !wf_map_get(&tb->byname, name, strlen(name)) &&
+            wf_map_put(&tb->byname, name, strlen(name), (void *)(uintptr_t)(i + 1)) < 0)
+            goto out;
+    }
+    snprintf(tb->full.version, sizeof(tb->full.version), "%016" PRIx64, hashes_hash(tb->hash, n));
+    if (wf_xds_response_assemble(tb->full.version, type_urls[type], res, tb->len, n, &tb->full.own,
+                                 &tb->full.len, tb->off) < 0)
+        goto out;
+    tb->full.body = tb->full.own;
+    tb->full.n_resources = n;
+    tb->n = n;
+    /* Only now: the index points into the body. */
+    for (size_t i = 0; i < n; i++)
+        if (idx_put(tb->key[i], tb, i) < 0)
+            break; /* a smaller index costs encodings, not correctness */
+    rc = 0;
+out:
+    for (size_t i = 0; bytes && i < n; i++)
+        free(bytes[i]);
+    free(bytes);
+    free(res);
+    return rc;
+}
+
+wf_xds_snapshot *wf_xds_snapshot_new(const json_t *bundle)
+{
+    wf_xds_snapshot *sn = calloc(1, sizeof(*sn));
+
+    if (!sn)
+        return NULL;
+    sn->refs = 1;
+    for (int t = 0; t < WF_XDS_NTYPES; t++)
+        if (table_build(&sn->t[t], t, json_object_get(bundle, bundle_keys[t])) < 0) {
+            wf_xds_snapshot_unref(sn);
+            return NULL;
+        }
+    return sn;
+}
+
+wf_xds_snapshot *wf_xds_snapshot_ref(wf_xds_snapshot *sn)
+{
+    if (sn)
+        sn->refs++;
+    return sn;
+}
+
+static void entry_free(enc_entry *e)
+{
+    for (enc_delta *d = e->deltas, *nx; d; d = nx) {
+        nx = d->next;
+        digest_unref(d->from);
+        free(d->e.own);
+        free(d);
+    }
+    for (size_t i = 0; i < e->n_renamed; i++)
+        free(e->renamed[i]);
+    free(e->renamed);
+    names_unref(e->names);
+    digest_unref(e->digest);
+    free(e->ns);
+    free(e->e.own);
+    free(e->off);
+    free(e->rlen);
+    free(e);
+}
+
+void wf_xds_snapshot_unref(wf_xds_snapshot *sn)
+{
+    if (!sn || --sn->refs)
+        return;
+    for (enc_entry *e = sn->entries, *nx; e; e = nx) {
+        nx = e->next;
+        entry_free(e);
+    }
+    for (int t = 0; t < WF_XDS_NTYPES; t++)
+        table_free(&sn->t[t]);
+    free(sn);
+}
+
+size_t wf_xds_snapshot_bytes(const wf_xds_snapshot *sn)
+{
+    size_t n = 0;
+
+    for (int t = 0; t < WF_XDS_NTYPES; t++)
+        n += sn->t[t].full.len;
+    for (const enc_entry *e = sn->entries; e; e = e->next) {
+        n += e->e.own ? e->e.len : 0;
+        for (const enc_delta *d = e->deltas; d; d = d->next)
+            n += d->e.len;
+    }
+    return n;
+}
+
+size_t wf_xds_snapshot_encodings(const wf_xds_snapshot *sn)
+{
+    size_t n = 0;
+
+    for (const enc_entry *e = sn->entries; e; e = e->next) {
+        n++;
+        for (const enc_delta *d = e->deltas; d; d = d->next)
+            n++;
+    }
+    return n;
+}
+
+/* The listener alias asks for, from tb, renamed to alias (its bytes, new,
+ * into *out); -1 when there is none or it cannot be re-encoded. */
+static int alias_listener(const res_table *tb, const char *alias, const char *ns, uint8_t **out,
+                          size_t *len)
+{
+    long i = find_alias(tb->names, tb->n, &tb->byname, alias, ns);
+    char err[512];
+    json_t *l;
+    int rc;
+
+    if (i < 0 || !(l = wf_xds_decode(WF_TYPE_LISTENER, tb->full.body + tb->off[i], tb->len[i], err,
+                                     sizeof(err))))
+        return -1;
+    rc = json_object_set_new(l, "name", json_string(alias)) < 0
+             ? -1
+             : wf_xds_encode(WF_TYPE_LISTENER, l, out, len, err, sizeof(err));
+    json_decref(l);
+    return rc;
+}
+
+/* Builds what a named subscription (ts->set) of type gets from sn: the
+ * resources it names that exist, in name order (listener aliases renamed).
+ * One that names every resource shares the table's response.  NULL on out
+ * of memory. */
+static enc_entry *entry_build(wf_xds_snapshot *sn, int type, const wf_xds_type_state *ts,
+                              const char *ns)
+{
+    const res_table *tb = &sn->t[type];
+    size_t n = ts->set ? ts->set->n : 0, k = 0;
+    enc_entry *e = calloc(1, sizeof(*e));
+    const uint8_t **res = calloc(n ? n : 1, sizeof(*res));
+    size_t *lens = calloc(n ? n : 1, sizeof(*lens)), *offs = calloc(n ? n : 1, sizeof(*offs));
+    uint64_t *hs = calloc(n ? n : 1, sizeof(*hs));
+    long *idx = calloc(n ? n : 1, sizeof(*idx));
+
+    if (!e || !res || !lens || !offs || !hs || !idx)
+        goto fail;
+    e->type = type;
+    if ((e->names = ts->set))
+        ts->set->refs++;
+    if (type == WF_XDS_LDS && !(e->ns = strdup(ns ? ns : "")))
+        goto fail;
+    if (type == WF_XDS_EDS && n) {
+        e->digest = calloc(1, sizeof(*e->digest) + n * sizeof(uint64_t));
+        e->off = calloc(n ? n : 1, sizeof(*e->off));
+        e->rlen = calloc(n ? n : 1, sizeof(*e->rlen));
+        if (!e->digest || !e->off || !e->rlen)
+            goto fail;
+        e->digest->refs = 1;
+        e->digest->names = ts->set;
+        ts->set->refs++;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const char *want = ts->set->names[i];
+        uintptr_t j = (uintptr_t)wf_map_get(&tb->byname, want, strlen(want));
+        idx[i] = -1;
+        if (j) {
+            idx[i] = (long)(j - 1);
+            res[k] = tb->full.body + tb->off[j - 1];
+            lens[k] = tb->len[j - 1];
+            hs[k++] = tb->hash[j - 1];
+        } else if (type == WF_XDS_LDS) {
+            uint8_t *b = NULL, **nv;
+            size_t bl = 0;
+            if (alias_listener(tb, want, ns, &b, &bl) < 0)
+                continue;
+            if (!(nv = realloc(e->renamed, (e->n_renamed + 1) * sizeof(*nv)))) {
+                free(b);
+                goto fail;
+            }
+            e->renamed = nv;
+            e->renamed[e->n_renamed++] = b;
+            res[k] = b;
+            lens[k] = bl;
+            hs[k++] = wf_hash(b, bl) | 1;
+        }
+    }
+    if (k == tb->n && !e->n_renamed) {
+        /* Every resource once: the wildcard response is this one too. */
+        e->e = tb->full;
+        e->e.own = NULL;
+        for (size_t i = 0; e->off && i < n; i++)
+            if (idx[i] >= 0) {
+                e->off[i] = tb->off[idx[i]];
+                e->rlen[i] = tb->len[idx[i]];
+                e->digest->h[i] = tb->hash[idx[i]];
+            }
+    } else {
+        snprintf(e->e.version, sizeof(e->e.version), "%016" PRIx64, hashes_hash(hs, k));
+        if (wf_xds_response_assemble(e->e.version, type_urls[type], res, lens, k, &e->e.own,
+                                     &e->e.len, offs) < 0)
+            goto fail;
+        e->e.body = e->e.own;
+        e->e.n_resources = k;
+        for (size_t i = 0, j = 0; e->off && i < n; i++)
+            if (idx[i] >= 0) {
+                e->off[i] = offs[j];
+                e->rlen[i] = lens[j];
+                e->digest->h[i] = hs[j++];
+            }
+    }
+    free(res);
+    free(lens);
+    free(offs);
+    free(hs);
+    free(idx);
+    return e;
+fail:
+    free(res);
+    free(lens);
+    free(offs);
+    free(hs);
+    free(idx);
+    if (e)
+        entry_free(e);
+    return NULL;
+}
+
+/* The response subscription ts gets from sn (and for a named one its
+ * entry, into *entry), or NULL on out of memory. */
+static const encoded *sub_get(wf_xds_snapshot *sn, int type, const wf_xds_type_state *ts,
+                              const char *ns, enc_entry **entry)
+{
+    enc_entry *e;
+
+    *entry = NULL;
+    if (ts->wildcard)
+        return &sn->t[type].full;
+    for (e = sn->entries; e; e = e->next)
+        if (e->type == type && e->names == ts->set && (!e->ns || strcmp(e->ns, ns ? ns : "") == 0))
+            break;
+    if (!e) {
+        if (!(e = entry_build(sn, type, ts, ns)))
+            return NULL;
+        e->next = sn->entries;
+        sn->entries = e;
+    }
+    *entry = e;
+    return &e->e;
+}
+
+/* What a client that holds from gets of e: the assignments whose bytes
+ * changed.  NULL when it must get the whole set (an assignment it holds
+ * is gone, or memory ran out). */
+static const encoded *delta_get(enc_entry *e, wf_xds_digest *from)
+{
+    size_t n = e->digest->names->n, k = 0;
+    const uint8_t **res;
+    size_t *lens;
+    enc_delta *d;
+
+    for (d = e->deltas; d; d = d->next)
+        if (d->from == from)
+            return &d->e;
+    for (size_t i = 0; i < n; i++)
+        if (from->h[i] && !e->digest->h[i])
+            return NULL;
+    res = calloc(n, sizeof(*res));
+    lens = calloc(n, sizeof(*lens));
+    d = calloc(1, sizeof(*d));
+    if (!res || !lens || !d)
+        goto fail;
+    for (size_t i = 0; i < n; i++)
+        if (e->digest->h[i] && e->digest->h[i] != from->h[i]) {
+            res[k] = e->e.body + e->off[i];
+            lens[k++] = e->rlen[i];
+        }
+    memcpy(d->e.version, e->e.version, sizeof(d->e.version));
+    if (wf_xds_response_assemble(d->e.version, type_urls[e->type], res, lens, k, &d->e.own,
+                                 &d->e.len, NULL) < 0)
+        goto fail;
+    d->e.body = d->e.own;
+    d->e.n_resources = k;
+    d->from = from;
+    from->refs++;
+    d->next = e->deltas;
+    e->deltas = d;
+    free(res);
+    free(lens);
+    return &d->e;
+fail:
+    free(res);
+    free(lens);
+    free(d);
+    return NULL;
+}
+
+int wf_xds_state_respond(wf_xds_stream_state *st, int type, wf_xds_snapshot *sn, const char *ns,
+                         uint64_t trigger_ms, wf_xds_push *out, char *err, size_t errlen)
+{
+    wf_xds_type_state *ts;
+    res_table *tb;
+    enc_entry *e;
+    const encoded *enc;
+    int delta = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (type < 0 || type >= WF_XDS_NTYPES || !st->t[type].subscribed)
+        return 0;
+    ts = &st->t[type];
+    tb = &sn->t[type];
+    if (tb->error) {
+        snprintf(err, errlen, "%s", tb->error);
+        if (tb->reported)
+            return -2;
+        tb->reported = 1;
+        return -1;
+    }
+    if (!(enc = sub_get(sn, type, ts, ns, &e))) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    if (!due(ts, enc->version))
+        return 0;
+    /* A delta only on top of a whole set the client said it holds. */
+    if (e && e->digest && !ts->owed && ts->sent_digest &&
+        ts->sent_digest->names == e->digest->names && ts->acked_version && ts->sent_version &&
+        strcmp(ts->acked_version, ts->sent_version) == 0 && !ts->last_nack) {
+        const encoded *d = delta_get(e, ts->sent_digest);
+        if (d) {
+            enc = d;
+            delta = 1;
+        }
+    }
+    if (record_sent(st, ts, enc->version, trigger_ms, out->nonce) < 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    digest_unref(ts->sent_digest);
+    if ((ts->sent_digest = e ? e->digest : NULL))
+        ts->sent_digest->refs++;
+    out->body = enc->body;
+    out->body_len = enc->len;
+    out->tail_len = wf_xds_response_tail(out->nonce, CONTROL_PLANE, out->tail, sizeof(out->tail));
+    memcpy(out->version, enc->version, sizeof(out->version));
+    out->n_resources = enc->n_resources;
+    out->delta = delta;
     return 1;
 }
 
@@ -412,6 +1288,13 @@ struct wf_xds_conn {
     char id[256]; /* node id, for logs */
     char *peer_id; /* secure port: the client certificate's SPIFFE ID */
     void *data;
+    /* Pacing (see PUSH_BUDGET): waiting for a push, and holding queued bytes. */
+    int pending;
+    uint64_t pending_ms; /* its trigger */
+    wf_xds_conn *pprev, *pnext;
+    int sending;
+    uint64_t sending_ms; /* when it was last pushed */
+    wf_xds_conn *sprev, *snext;
 };
 
 struct wf_xds_server {
@@ -425,6 +1308,13 @@ struct wf_xds_server {
     uv_timer_t retry, hold;
     int retry_on, stopped;
     uint64_t hold_until; /* see wf_xds_server_hold; 0 = none */
+    uint8_t *scratch;    /* the message being queued (wf_grpc_send copies it) */
+    size_t scratch_cap;
+    wf_xds_conn *pend_head, *pend_tail; /* streams a push is due to, in order */
+    wf_xds_conn *sending;               /* streams with pushed bytes still queued */
+    uv_check_t pump;                    /* serves pend_head as the budget allows */
+    uv_timer_t trim;
+    int pumping;
 };
 
 const wf_xds_stream_state *wf_xds_conn_state(const wf_xds_conn *c)
@@ -490,6 +1380,24 @@ static void defer(wf_xds_conn *c, uint64_t trigger_ms)
     }
 }
 
+/* Queues one response on c: the shared body and c's tail, as one message. */
+static int send_push(wf_xds_conn *c, const wf_xds_push *p)
+{
+    wf_xds_server *s = c->s;
+    size_t len = p->body_len + p->tail_len;
+
+    if (len > s->scratch_cap) {
+        uint8_t *b = realloc(s->scratch, len);
+        if (!b)
+            return -1;
+        s->scratch = b;
+        s->scratch_cap = len;
+    }
+    memcpy(s->scratch, p->body, p->body_len);
+    memcpy(s->scratch + p->body_len, p->tail, p->tail_len);
+    return wf_grpc_send(c->call, s->scratch, len);
+}
+
 /* Sends c every subscribed type whose resources changed (or that is owed a
  * response), clusters first. */
 static void push_conn(wf_xds_conn *c, uint64_t trigger_ms)
@@ -497,7 +1405,7 @@ static void push_conn(wf_xds_conn *c, uint64_t trigger_ms)
     wf_xds_server *s = c->s;
     const char *ns;
     char err[512];
-    json_t *bundle;
+    wf_xds_snapshot *sn;
 
     if (c->ending || !c->joined)
         return;
@@ -510,7 +1418,7 @@ static void push_conn(wf_xds_conn *c, uint64_t trigger_ms)
     if (c->deferred && c->deferred_ms < trigger_ms)
         trigger_ms = c->deferred_ms;
     c->deferred = 0;
-    if (!(bundle = s->h.resources(c, s->h.ud, err, sizeof(err)))) {
+    if (!(sn = s->h.resources(c, s->h.ud, err, sizeof(err)))) {
         s->m.push_errors++;
         WF_ERROR("ADS %s: cannot compute its resources: %s; it keeps its current config", c->id,
                  err);
@@ -518,35 +1426,170 @@ static void push_conn(wf_xds_conn *c, uint64_t trigger_ms)
     }
     ns = node_md_str(c->st.node, "NAMESPACE");
     for (int t = 0; t < WF_XDS_NTYPES; t++) {
-        wf_xds_response resp;
-        uint8_t *buf = NULL;
-        size_t len = 0;
-        int r = wf_xds_state_prepare(&c->st, t, json_object_get(bundle, bundle_keys[t]), ns,
-                                     trigger_ms, &resp);
+        wf_xds_push p;
+        int r = wf_xds_state_respond(&c->st, t, sn, ns, trigger_ms, &p, err, sizeof(err));
         if (r == 0)
             continue;
-        if (r < 0 || wf_xds_response_encode(&resp, &buf, &len, err, sizeof(err)) < 0) {
+        if (r < 0) {
             s->m.push_errors++;
-            WF_ERROR("ADS %s: cannot encode %s: %s", c->id, type_names[t],
-                     r < 0 ? "out of memory" : err);
-            wf_xds_response_free(&resp);
+            /* Every proxy of the same shape fails alike: one line for them. */
+            if (r == -1)
+                WF_ERROR("ADS %s: cannot encode %s: %s; it keeps its current config (and so "
+                         "does every proxy that translates alike)",
+                         c->id, type_names[t], err);
             continue;
         }
-        WF_DEBUG("ADS %s: push %s version %s nonce %s (%zu resources, %zu bytes)", c->id,
-                 type_names[t], resp.version_info, resp.nonce, json_array_size(resp.resources),
-                 len);
-        if (wf_grpc_send(c->call, buf, len) < 0) {
+        WF_DEBUG("ADS %s: push %s version %s nonce %s (%zu resources%s, %zu bytes)", c->id,
+                 type_names[t], p.version, p.nonce, p.n_resources, p.delta ? " changed" : "",
+                 p.body_len + p.tail_len);
+        if (send_push(c, &p) < 0) {
             WF_WARN("ADS %s: %s push of %zu bytes not sent (stream closing, or over the %d-byte "
                     "gRPC message limit)",
-                    c->id, type_names[t], len, WF_GRPC_MAX_MESSAGE);
+                    c->id, type_names[t], p.body_len + p.tail_len, WF_GRPC_MAX_MESSAGE);
             s->m.push_errors++;
         } else {
             s->m.pushes[t]++;
         }
-        free(buf);
-        wf_xds_response_free(&resp);
     }
-    json_decref(bundle);
+    wf_xds_snapshot_unref(sn);
+}
+
+static void pend_unlink(wf_xds_conn *c)
+{
+    wf_xds_server *s = c->s;
+
+    if (!c->pending)
+        return;
+    if (c->pprev)
+        c->pprev->pnext = c->pnext;
+    else
+        s->pend_head = c->pnext;
+    if (c->pnext)
+        c->pnext->pprev = c->pprev;
+    else
+        s->pend_tail = c->pprev;
+    c->pprev = c->pnext = NULL;
+    c->pending = 0;
+}
+
+static void sending_unlink(wf_xds_conn *c)
+{
+    if (!c->sending)
+        return;
+    if (c->sprev)
+        c->sprev->snext = c->snext;
+    else
+        c->s->sending = c->snext;
+    if (c->snext)
+        c->snext->sprev = c->sprev;
+    c->sprev = c->snext = NULL;
+    c->sending = 0;
+}
+
+/* Drops the streams whose pushed bytes are all written (or that stalled);
+ * returns the bytes the others still have queued. */
+static size_t sending_bytes(wf_xds_server *s)
+{
+    uint64_t now = uv_now(s->loop);
+    size_t q = 0;
+
+    for (wf_xds_conn *c = s->sending, *nx; c; c = nx) {
+        size_t k = wf_grpc_queued(c->call);
+        nx = c->snext;
+        if (k && now - c->sending_ms < STALL_MS)
+            q += k;
+        else
+            sending_unlink(c);
+    }
+    return q;
+}
+
+static void trim_cb(uv_timer_t *t)
+{
+    wf_xds_server *s = t->data;
+
+    if (s->pend_head || sending_bytes(s)) {
+        uv_timer_start(t, trim_cb, TRIM_MS, 0);
+        return;
+    }
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+}
+
+static void pump_cb(uv_check_t *h);
+
+/* Pushes to the streams waiting, oldest first, while the bytes queued by
+ * pushes stay under PUSH_BUDGET; the rest wait for those to be written. */
+static void pump(wf_xds_server *s)
+{
+    size_t q;
+
+    if (s->stopped)
+        return;
+    q = sending_bytes(s);
+    while (s->pend_head && q < PUSH_BUDGET) {
+        wf_xds_conn *c = s->pend_head;
+        size_t k = wf_grpc_queued(c->call);
+        pend_unlink(c);
+        push_conn(c, c->pending_ms);
+        /* Only a stream that was pushed something counts (a slow one is
+         * deferred, see SLOW_BYTES). */
+        if (wf_grpc_queued(c->call) > k) {
+            k = wf_grpc_queued(c->call);
+            c->sending_ms = uv_now(s->loop);
+            if (!c->sending) {
+                c->sending = 1;
+                c->snext = s->sending;
+                if (s->sending)
+                    s->sending->sprev = c;
+                s->sending = c;
+            }
+            q += k;
+        }
+    }
+    if (s->pend_head && !s->pumping) {
+        uv_check_start(&s->pump, pump_cb);
+        s->pumping = 1;
+    } else if (!s->pend_head && s->pumping) {
+        uv_check_stop(&s->pump);
+        s->pumping = 0;
+    }
+    if (!s->pend_head && !uv_is_active((uv_handle_t *)&s->trim))
+        uv_timer_start(&s->trim, trim_cb, TRIM_MS, 0);
+}
+
+static void pump_cb(uv_check_t *h)
+{
+    pump(h->data);
+}
+
+int wf_xds_server_pushing(wf_xds_server *s)
+{
+    return s->pend_head || sending_bytes(s);
+}
+
+/* A push is due to c (trigger_ms: when the change behind it happened). */
+static void schedule(wf_xds_conn *c, uint64_t trigger_ms)
+{
+    wf_xds_server *s = c->s;
+
+    if (c->ending || !c->joined)
+        return;
+    if (c->pending) {
+        if (trigger_ms < c->pending_ms)
+            c->pending_ms = trigger_ms;
+        return;
+    }
+    c->pending = 1;
+    c->pending_ms = trigger_ms;
+    c->pnext = NULL;
+    c->pprev = s->pend_tail;
+    if (s->pend_tail)
+        s->pend_tail->pnext = c;
+    else
+        s->pend_head = c;
+    s->pend_tail = c;
 }
 
 static void retry_cb(uv_timer_t *t)
@@ -591,7 +1634,8 @@ void wf_xds_server_hold(wf_xds_server *s, uint64_t until_ms)
 void wf_xds_server_push_all(wf_xds_server *s, uint64_t trigger_ms)
 {
     for (wf_xds_conn *c = s->conns; c; c = c->next)
-        push_conn(c, trigger_ms);
+        schedule(c, trigger_ms);
+    pump(s);
 }
 
 static void observe(wf_xds_server *s, int64_t ms)
@@ -641,12 +1685,27 @@ static void on_message(wf_grpc_call *call, const uint8_t *msg, size_t len, void 
     wf_xds_server *s = ud;
     wf_xds_conn *c = wf_grpc_data(call);
     wf_xds_request req;
+    wf_xds_request_view view;
     wf_xds_outcome o;
     char err[512];
     uint64_t now = uv_now(s->loop);
+    int r;
 
     if (!c || c->ending)
         return;
+    /* Most requests ACK the last response, with the same names. */
+    if (wf_xds_request_peek(msg, len, &view) == 0 &&
+        (r = wf_xds_state_plain_ack(&c->st, &view, now, &o)) != 0) {
+        if (r < 0) {
+            end_conn(c, WF_GRPC_RESOURCE_EXHAUSTED, "istiod is out of memory");
+            return;
+        }
+        if (o.converged >= 0)
+            observe(s, o.converged);
+        WF_DEBUG("ADS %s: ACK %s version %s", c->id, type_names[o.type],
+                 c->st.t[o.type].acked_version);
+        return;
+    }
     memset(&req, 0, sizeof(req));
     if (wf_xds_request_decode(msg, len, &req, err, sizeof(err)) < 0) {
         WF_WARN("ADS %s: undecodable DiscoveryRequest (%s); ending the stream", c->id, err);
@@ -711,8 +1770,10 @@ static void on_message(wf_grpc_call *call, const uint8_t *msg, size_t len, void 
         break;
     }
     wf_xds_request_free(&req);
-    if (o.respond)
-        push_conn(c, now);
+    if (o.respond) {
+        schedule(c, now);
+        pump(s);
+    }
 }
 
 static void on_close(wf_grpc_call *call, void *ud)
@@ -728,6 +1789,8 @@ static void on_close(wf_grpc_call *call, void *ud)
         if (s->h.on_leave)
             s->h.on_leave(c, s->h.ud);
     }
+    pend_unlink(c);
+    sending_unlink(c);
     if (c->prev)
         c->prev->next = c->next;
     else
@@ -839,6 +1902,9 @@ wf_xds_server *wf_xds_server_start(uv_loop_t *loop, const char *addr, const wf_x
     }
     uv_timer_init(loop, &s->retry);
     uv_timer_init(loop, &s->hold);
+    uv_timer_init(loop, &s->trim);
+    uv_check_init(loop, &s->pump);
+    s->trim.data = s->pump.data = s;
     s->retry.data = s->hold.data = s;
     return s;
 }
@@ -851,6 +1917,8 @@ void wf_xds_server_stop(wf_xds_server *s)
     uv_timer_stop(&s->retry);
     uv_close((uv_handle_t *)&s->retry, NULL);
     uv_close((uv_handle_t *)&s->hold, NULL);
+    uv_close((uv_handle_t *)&s->trim, NULL);
+    uv_close((uv_handle_t *)&s->pump, NULL);
     wf_grpc_server_stop(s->grpc);
     if (s->secure)
         wf_grpc_server_stop(s->secure);
@@ -868,6 +1936,7 @@ void wf_xds_server_free(wf_xds_server *s)
         free(c->peer_id);
         free(c);
     }
+    free(s->scratch);
     free(s);
 }
 

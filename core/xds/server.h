@@ -22,6 +22,17 @@
  * previous config, so does the server's notion of what was ACKed).  A
  * type's version is a hash of the resources sent, so it changes only when
  * their content does, and a push goes out only when it changed.
+ *
+ * Thousands of proxies share a few translations (istiod caches them per
+ * proxy shape), so what a stream is sent is worked out per translation,
+ * not per stream: a snapshot (wf_xds_snapshot) holds a translation and,
+ * filled in as streams are pushed, the response each subscription gets
+ * from it, selected, hashed and encoded once; a stream only appends its
+ * nonce.  Named subscriptions are interned, so identical ones share one
+ * list and one cache entry.  EDS, which the protocol lets carry a subset
+ * (XDS.md), goes out as only the assignments that changed when the stream
+ * ACKed the whole set before: an endpoint move is a few hundred bytes per
+ * proxy, not every assignment of the mesh.
  */
 #ifndef WF_XDS_SERVER_H
 #define WF_XDS_SERVER_H
@@ -55,11 +66,19 @@ const char *wf_xds_bundle_key(int type);
 
 /* ---- per-stream state machine ---------------------------------------- */
 
+/* A list of resource names, sorted and unique, interned: every stream
+ * subscribed to the same names holds the same list (refcounted). */
+typedef struct wf_xds_names wf_xds_names;
+/* What a stream was last sent of EDS, resource by resource (refcounted). */
+typedef struct wf_xds_digest wf_xds_digest;
+
 typedef struct wf_xds_type_state {
     int subscribed; /* the client asked for this type on this stream */
     int wildcard;   /* LDS/CDS first asked with no names (or "*"): everything */
-    char **names;   /* named subscription, sorted and unique; malloc'd */
+    wf_xds_names *set; /* named subscription (a reference), NULL when none */
+    char **names;      /* its names, sorted and unique; owned by set */
     size_t n_names;
+    wf_xds_digest *sent_digest; /* EDS: what the last response left the client holding */
     char *sent_version;  /* of the last response; NULL before the first */
     char *sent_nonce;    /* of the last response */
     char *acked_version; /* last version the client ACKed; NULL before */
@@ -106,6 +125,17 @@ int wf_xds_state_request(wf_xds_stream_state *st, const wf_xds_request *req, uin
                          wf_xds_outcome *out, char *err, size_t errlen);
 
 /*
+ * The same for a request read without decoding it (wf_xds_request_peek),
+ * when it is a plain ACK: no node, no error, the nonce of the last
+ * response of its type and the names subscribed already, in the same
+ * order.  Returns 1 with *out filled (verdict WF_XDS_ACK) as
+ * wf_xds_state_request would, 0 when the request is something else (decode
+ * it and call wf_xds_state_request), -1 on out of memory.
+ */
+int wf_xds_state_plain_ack(wf_xds_stream_state *st, const wf_xds_request_view *v, uint64_t now_ms,
+                           wf_xds_outcome *out);
+
+/*
  * The resources of one type that a subscription gets, from all (a JSON
  * array of every resource of that type for this proxy): everything for a
  * wildcard subscription, else the named ones in name order.  A Listener
@@ -122,7 +152,9 @@ json_t *wf_xds_select(int type, const json_t *all, const wf_xds_type_state *ts, 
 void wf_xds_version(const json_t *resources, char buf[17]);
 
 /*
- * The response a stream is owed for type, given all (see wf_xds_select).
+ * The response a stream is owed for type, given all (see wf_xds_select),
+ * in JSON form: the decision the server takes (wf_xds_state_respond) for
+ * tests and tools, versioned with wf_xds_version and always whole.
  * Returns 1 and fills *out (caller frees with wf_xds_response_free) and
  * records it as sent (version, nonce, trigger_ms for convergence); 0 when
  * nothing is owed (type not subscribed, or the same version already sent
@@ -130,6 +162,58 @@ void wf_xds_version(const json_t *resources, char buf[17]);
  */
 int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, const char *ns,
                          uint64_t trigger_ms, wf_xds_response *out);
+
+/* ---- snapshots: one translation, encoded once for all its streams ---- */
+
+typedef struct wf_xds_snapshot wf_xds_snapshot;
+
+/* A snapshot of bundle {listeners, clusters, endpoints} (JSON arrays, only
+ * read): every resource is encoded here, once, and the snapshot keeps the
+ * bytes, not the JSON, so the caller may free the bundle at once.  A
+ * resource whose JSON a live snapshot had already is not encoded again (a
+ * 128-bit hash of its JSON finds the bytes).  A type whose resources
+ * cannot be encoded is kept as the reason, which pushes of that type then
+ * report.  NULL on out of memory.  Snapshots and the stream states pushed
+ * from them share process-wide tables without a lock: make, use and free
+ * them on one thread at a time. */
+wf_xds_snapshot *wf_xds_snapshot_new(const json_t *bundle);
+wf_xds_snapshot *wf_xds_snapshot_ref(wf_xds_snapshot *sn);
+void wf_xds_snapshot_unref(wf_xds_snapshot *sn);
+/* Bytes of encoded responses held, and how many named subscriptions and
+ * EDS deltas have their own (for tests and debugging). */
+size_t wf_xds_snapshot_bytes(const wf_xds_snapshot *sn);
+size_t wf_xds_snapshot_encodings(const wf_xds_snapshot *sn);
+
+/* One response as sent: the part shared by every stream (owned by the
+ * snapshot) and the stream's own tail (nonce and control plane). */
+typedef struct wf_xds_push {
+    const uint8_t *body; /* DiscoveryResponse without nonce and control_plane */
+    size_t body_len;
+    uint8_t tail[WF_XDS_TAIL_MAX];
+    size_t tail_len;
+    char version[17];
+    char nonce[24];
+    size_t n_resources;
+    int delta; /* EDS: only the assignments that changed */
+} wf_xds_push;
+
+/*
+ * What wf_xds_state_prepare decides, from a snapshot: the response st is
+ * owed for type, as bytes (body then tail; body is valid while sn is).
+ * The selection, version and encoding are made once per snapshot and
+ * subscription and shared by every stream that has the same.  An EDS
+ * stream that ACKed the last whole set it was sent, with the same names,
+ * gets only the assignments whose bytes changed (delta set), unless one
+ * it held is gone.  Returns 1 with *out filled and the response recorded
+ * as sent; 0 when nothing is owed; -1 with err when the resources cannot
+ * be encoded (or memory ran out), -2 for the same failure already
+ * reported for this snapshot (so a caller logs it once, not per stream).
+ * A wildcard subscription gets the snapshot's response for the type as
+ * is; named ones get the resources named that exist, in name order
+ * (listener aliases as wf_xds_select renames them).
+ */
+int wf_xds_state_respond(wf_xds_stream_state *st, int type, wf_xds_snapshot *sn, const char *ns,
+                         uint64_t trigger_ms, wf_xds_push *out, char *err, size_t errlen);
 
 /* ---- the server ----------------------------------------------------- */
 
@@ -140,9 +224,10 @@ typedef struct wf_xds_hooks {
     /* The first request of a stream arrived (its node is in the state).
      * Return 0 to serve it, or -1 with a reason to end it. */
     int (*on_join)(wf_xds_conn *c, void *ud, char *err, size_t errlen);
-    /* The resources for c's proxy: a new reference to a bundle
-     * {listeners, clusters, endpoints} (JSON arrays), or NULL with err. */
-    json_t *(*resources)(wf_xds_conn *c, void *ud, char *err, size_t errlen);
+    /* The resources for c's proxy: a new reference to a snapshot of its
+     * bundle, or NULL with err.  Streams of proxies that translate alike
+     * should get the same snapshot: their pushes are then encoded once. */
+    wf_xds_snapshot *(*resources)(wf_xds_conn *c, void *ud, char *err, size_t errlen);
     /* A joined stream ended (on_join had returned 0). */
     void (*on_leave)(wf_xds_conn *c, void *ud);
     void *ud;
@@ -177,8 +262,15 @@ void wf_xds_server_free(wf_xds_server *s);
 /* Recomputes every stream's resources (hooks->resources) and sends each
  * subscribed type whose version changed.  trigger_ms (uv_now of the loop)
  * is when the change behind it happened, for pilot_proxy_convergence_time.
- * A stream whose client has too much queued is skipped and retried later. */
+ * The streams are served in turn, as many at once as keep the bytes
+ * queued under a budget (the rest as those are written), so a change is
+ * not copied into every stream's queue before the first byte goes out.  A
+ * stream whose client has too much queued is skipped and retried later. */
 void wf_xds_server_push_all(wf_xds_server *s, uint64_t trigger_ms);
+
+/* 1 while pushes wait for their turn or their bytes are not all written
+ * (work that can wait for the pushes, such as freeing, checks this). */
+int wf_xds_server_pushing(wf_xds_server *s);
 
 /* Right after a restart, proxies that come back to it hold a working
  * config, and the registry fills up only as they reconnect one by one.

@@ -1002,6 +1002,92 @@ TEST(response_roundtrip)
     json_decref(b);
 }
 
+/* The envelope read without the resources, and a response encoded without
+ * its nonce plus the tail appended: the same bytes as encoding it whole. */
+TEST(response_envelope_and_tail)
+{
+    json_t *b = run(mesh, "proxy", "default", productpage, 9080);
+    json_t *clusters = json_object_get(b, "clusters");
+    wf_xds_response r = {.version_info = "0123456789abcdef",
+                         .type_url = WF_TYPE_CLUSTER,
+                         .nonce = "42",
+                         .resources = clusters,
+                         .control_plane = "weft-istiod"},
+                    body = r;
+    wf_xds_envelope env;
+    char err[512], big[300];
+    uint8_t *whole = NULL, *part = NULL, tail[WF_XDS_TAIL_MAX];
+    size_t wl = 0, pl = 0, tl;
+
+    CHECK(wf_xds_response_encode(&r, &whole, &wl, err, sizeof(err)) == 0);
+    CHECK(wf_xds_response_envelope(whole, wl, &env) == 0);
+    CHECK(env.version_len == 16 && memcmp(env.version_info, "0123456789abcdef", 16) == 0);
+    CHECK(env.type_url_len == strlen(WF_TYPE_CLUSTER) &&
+          memcmp(env.type_url, WF_TYPE_CLUSTER, env.type_url_len) == 0);
+    CHECK(env.nonce_len == 2 && memcmp(env.nonce, "42", 2) == 0);
+    CHECK_INT(env.n_resources, json_array_size(clusters));
+
+    body.nonce = NULL;
+    body.control_plane = NULL;
+    CHECK(wf_xds_response_encode(&body, &part, &pl, err, sizeof(err)) == 0);
+    tl = wf_xds_response_tail("42", "weft-istiod", tail, sizeof(tail));
+    CHECK(tl > 0);
+    CHECK(pl + tl == wl && memcmp(part, whole, pl) == 0 && memcmp(tail, whole + pl, tl) == 0);
+    CHECK(wf_xds_response_envelope(part, pl, &env) == 0);
+    CHECK(env.nonce == NULL && env.nonce_len == 0);
+
+    /* Long values take two-byte lengths; too long for the buffer is 0. */
+    memset(big, 'n', 150);
+    big[150] = 0;
+    free(whole);
+    r.nonce = big;
+    CHECK(wf_xds_response_encode(&r, &whole, &wl, err, sizeof(err)) == 0);
+    tl = wf_xds_response_tail(big, "weft-istiod", tail, sizeof(tail));
+    CHECK(pl + tl == wl && memcmp(tail, whole + pl, tl) == 0);
+    CHECK_INT(wf_xds_response_tail(big, "weft-istiod", tail, 100), 0);
+    CHECK_INT(wf_xds_response_tail(NULL, NULL, tail, sizeof(tail)), 0);
+
+    /* The same response assembled from resources encoded one by one, and
+     * the offsets of each resource in it. */
+    {
+        size_t n = json_array_size(clusters), *lens = calloc(n, sizeof(size_t));
+        size_t *offs = calloc(n, sizeof(size_t)), al = 0;
+        uint8_t **res = calloc(n, sizeof(uint8_t *)), *asm_ = NULL;
+        int ok = lens && offs && res;
+        for (size_t i = 0; ok && i < n; i++)
+            ok = wf_xds_encode(WF_TYPE_CLUSTER, json_array_get(clusters, i), &res[i], &lens[i],
+                               err, sizeof(err)) == 0;
+        CHECK(ok);
+        CHECK(wf_xds_response_assemble("0123456789abcdef", WF_TYPE_CLUSTER,
+                                       (const uint8_t *const *)res, lens, n, &asm_, &al,
+                                       offs) == 0);
+        CHECK(al == pl && memcmp(asm_, part, pl) == 0);
+        for (size_t i = 0; ok && i < n; i++)
+            CHECK(offs[i] + lens[i] <= al && memcmp(asm_ + offs[i], res[i], lens[i]) == 0);
+        free(asm_);
+        /* No resources and no version: just the type. */
+        CHECK(wf_xds_response_assemble(NULL, WF_TYPE_CLUSTER, NULL, NULL, 0, &asm_, &al,
+                                       NULL) == 0);
+        CHECK(wf_xds_response_envelope(asm_, al, &env) == 0 && env.n_resources == 0 &&
+              env.version_len == 0 && env.type_url_len == strlen(WF_TYPE_CLUSTER));
+        free(asm_);
+        for (size_t i = 0; res && i < n; i++)
+            free(res[i]);
+        free(res);
+        free(lens);
+        free(offs);
+    }
+
+    /* Broken framing is refused, never read past. */
+    CHECK(wf_xds_response_envelope(whole, wl - 1, &env) < 0);
+    CHECK(wf_xds_response_envelope((const uint8_t *)"\x0a\xff", 2, &env) < 0);
+    CHECK(wf_xds_response_envelope((const uint8_t *)"\x0b", 1, &env) < 0);
+    CHECK(wf_xds_response_envelope(NULL, 0, &env) == 0 && env.n_resources == 0);
+    free(whole);
+    free(part);
+    json_decref(b);
+}
+
 TEST(response_errors_name_the_resource)
 {
     json_t *res = parse("[{\"name\": \"a\"}, {\"name\": \"b\", \"connect_timeout\": \"soon\"}]");
@@ -1555,6 +1641,7 @@ int main(void)
         RUN(roundtrip_chain_plugins);
         RUN(roundtrip_proxyless_grpc);
         RUN(response_roundtrip);
+        RUN(response_envelope_and_tail);
         RUN(fuzzed_bytes_never_crash);
         RUN(python_reads_our_bytes);
     }

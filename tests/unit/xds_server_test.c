@@ -1,6 +1,7 @@
 /* xds_server_test.c: the ADS server's per-stream bookkeeping (core/xds/server.c):
  * subscriptions, versions, nonces, ACK, NACK, stale nonces, named
- * subscriptions and listener aliases, without sockets; and istiod's
+ * subscriptions and listener aliases, without sockets; snapshots (one
+ * encoding shared by every stream of a translation, EDS deltas); and istiod's
  * registry of self-registered workloads merged into the config
  * (core/istiod/registry.c). */
 #include <stdlib.h>
@@ -412,6 +413,444 @@ TEST(unknown_type_and_reconnect_nonce)
     wf_xds_state_free(&st);
 }
 
+/* ---- snapshots: responses encoded once per translation ---------------------------------- */
+
+static json_t *listener(const char *name, int port)
+{
+    return json_pack("{s:s, s:{s:{s:s, s:i}}}", "name", name, "address", "socket_address",
+                     "address", "127.0.0.1", "port_value", port);
+}
+
+/* A translation: clusters a and b, their assignments (b's at ip_b), a
+ * listener. */
+static json_t *bundle(const char *lb, const char *ip_b)
+{
+    return json_pack("{s:o, s:[o, o, o], s:[o]}", "clusters", clusters(lb), "endpoints",
+                     cla("outbound|9080||a", "10.0.0.1"), cla("outbound|9080||b", ip_b),
+                     cla("outbound|9080||c", "10.0.0.3"), "listeners",
+                     listener("virtualOutbound", 15001));
+}
+
+/* The message a push sends: body then tail. */
+static size_t push_bytes(const wf_xds_push *p, uint8_t *buf, size_t cap)
+{
+    if (p->body_len + p->tail_len > cap)
+        return 0;
+    memcpy(buf, p->body, p->body_len);
+    memcpy(buf + p->body_len, p->tail, p->tail_len);
+    return p->body_len + p->tail_len;
+}
+
+/* Subscribes st to type with names (NULL: wildcard, or nothing for EDS). */
+static void subscribe(wf_xds_stream_state *st, const char *url, const char *const *names)
+{
+    wf_xds_outcome o;
+    char err[256];
+    wf_xds_request r = req(url, "", "", names);
+
+    CHECK(wf_xds_state_request(st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
+}
+
+/* ACKs (or NACKs, with why) the last response of type on st. */
+static void answer(wf_xds_stream_state *st, int type, const char *const *names, const char *why)
+{
+    wf_xds_outcome o;
+    char err[256];
+    wf_xds_request r = req(wf_xds_type_url(type), st->t[type].sent_version,
+                           st->t[type].sent_nonce, names);
+
+    if (why) {
+        r.version_info = st->t[type].acked_version ? st->t[type].acked_version : "";
+        r.has_error = 1;
+        r.error_message = (char *)why;
+    }
+    CHECK(wf_xds_state_request(st, &r, 0, &o, err, sizeof(err)) == 0);
+    CHECK_INT(o.verdict, why ? WF_XDS_NACK : WF_XDS_ACK);
+}
+
+TEST(snapshot_streams_share_one_encoding)
+{
+    json_t *b = bundle("ROUND_ROBIN", "10.0.0.2");
+    wf_xds_snapshot *sn = wf_xds_snapshot_new(b);
+    wf_xds_stream_state s1, s2;
+    wf_xds_outcome o;
+    wf_xds_push p1, p2;
+    wf_xds_response back;
+    uint8_t m1[65536], m2[65536];
+    size_t l1, l2;
+    char err[512];
+
+    CHECK(sn != NULL);
+    start(&s1, &o);
+    start(&s2, &o);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_CDS, sn, "default", 5, &p1, err, sizeof(err)), 1);
+    CHECK_INT(wf_xds_state_respond(&s2, WF_XDS_CDS, sn, "default", 5, &p2, err, sizeof(err)), 1);
+    /* One body for both; each stream's own nonce ("1" on each). */
+    CHECK(p1.body == p2.body);
+    CHECK_STR(p1.nonce, "1");
+    l1 = push_bytes(&p1, m1, sizeof(m1));
+    l2 = push_bytes(&p2, m2, sizeof(m2));
+    CHECK(l1 > 0 && l1 == l2 && memcmp(m1, m2, l1) == 0);
+    /* What a client decodes: the translator's clusters, the version the
+     * stream records as sent. */
+    CHECK(wf_xds_response_decode(m1, l1, &back, err, sizeof(err)) == 0);
+    CHECK_STR(back.version_info, p1.version);
+    CHECK_STR(back.version_info, s1.t[WF_XDS_CDS].sent_version);
+    CHECK_STR(back.nonce, "1");
+    CHECK_STR(back.control_plane, "weft-istiod");
+    CHECK_STR(back.type_url, WF_TYPE_CLUSTER);
+    CHECK(json_equal(back.resources, json_object_get(b, "clusters")));
+    wf_xds_response_free(&back);
+    /* Sent, nothing new: nothing more; wildcards need no encoding of their own. */
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_CDS, sn, "default", 5, &p1, err, sizeof(err)), 0);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_LDS, sn, "default", 5, &p1, err, sizeof(err)), 0);
+    CHECK_INT(wf_xds_snapshot_encodings(sn), 0);
+    CHECK(wf_xds_snapshot_bytes(sn) > l1);
+    /* The bundle is not needed any more. */
+    json_decref(b);
+    subscribe(&s1, WF_TYPE_LISTENER, NULL);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_LDS, sn, "default", 5, &p1, err, sizeof(err)), 1);
+    CHECK_INT(p1.n_resources, 1);
+    CHECK_STR(p1.nonce, "2");
+    wf_xds_state_free(&s1);
+    wf_xds_state_free(&s2);
+    wf_xds_snapshot_unref(sn);
+}
+
+TEST(snapshot_version_follows_content)
+{
+    json_t *a = bundle("ROUND_ROBIN", "10.0.0.2"), *same = bundle("ROUND_ROBIN", "10.0.0.2");
+    json_t *c = bundle("RANDOM", "10.0.0.2");
+    wf_xds_snapshot *sa = wf_xds_snapshot_new(a), *ss = wf_xds_snapshot_new(same),
+                    *sc = wf_xds_snapshot_new(c);
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_push p;
+    char err[512], v1[17];
+
+    start(&st, &o);
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_CDS, sa, "default", 0, &p, err, sizeof(err)), 1);
+    snprintf(v1, sizeof(v1), "%s", p.version);
+    answer(&st, WF_XDS_CDS, NULL, NULL);
+    /* The same content translated again: the same version, no push. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_CDS, ss, "default", 0, &p, err, sizeof(err)), 0);
+    /* Other content: a new version. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_CDS, sc, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(strcmp(p.version, v1) != 0);
+    CHECK_STR(p.nonce, "2");
+    /* Back to the first: its version again. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_CDS, sa, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK_STR(p.version, v1);
+    json_decref(a);
+    json_decref(same);
+    json_decref(c);
+    wf_xds_snapshot_unref(sa);
+    wf_xds_snapshot_unref(ss);
+    wf_xds_snapshot_unref(sc);
+    wf_xds_state_free(&st);
+}
+
+/* The cluster names of an EDS response, in order, "a,b". */
+static void eds_names(const wf_xds_push *p, char *out, size_t len)
+{
+    uint8_t m[65536];
+    size_t l = push_bytes(p, m, sizeof(m));
+    wf_xds_response r;
+    char err[256];
+    json_t *x;
+    size_t i;
+
+    out[0] = 0;
+    if (!l || wf_xds_response_decode(m, l, &r, err, sizeof(err)) < 0)
+        return;
+    json_array_foreach (r.resources, i, x)
+        snprintf(out + strlen(out), len - strlen(out), "%s%s", i ? "," : "",
+                 json_string_value(json_object_get(x, "cluster_name")) + 15);
+    wf_xds_response_free(&r);
+}
+
+/* The body a push of b's clusters must have: encoded from scratch. */
+static int body_is(const wf_xds_push *p, const json_t *b)
+{
+    wf_xds_response r = {.version_info = (char *)p->version,
+                         .type_url = WF_TYPE_CLUSTER,
+                         .resources = json_object_get(b, "clusters")};
+    uint8_t *buf = NULL;
+    size_t len = 0;
+    char err[256];
+    int same;
+
+    if (wf_xds_response_encode(&r, &buf, &len, err, sizeof(err)) < 0)
+        return 0;
+    same = len == p->body_len && memcmp(buf, p->body, len) == 0;
+    free(buf);
+    return same;
+}
+
+TEST(snapshot_reuses_what_was_encoded)
+{
+    json_t *a = bundle("ROUND_ROBIN", "10.0.0.2"), *b = bundle("RANDOM", "10.0.0.2");
+    json_t *c = bundle("RANDOM", "10.0.0.2");
+    wf_xds_snapshot *sa = wf_xds_snapshot_new(a), *sb, *sc;
+    wf_xds_stream_state s1, s2;
+    wf_xds_outcome o;
+    wf_xds_push p;
+    char err[512];
+
+    /* b shares a cluster with a; c is b again; a goes before c comes. */
+    sb = wf_xds_snapshot_new(b);
+    wf_xds_snapshot_unref(sa);
+    sc = wf_xds_snapshot_new(c);
+    start(&s1, &o);
+    start(&s2, &o);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_CDS, sb, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(body_is(&p, b));
+    CHECK_INT(wf_xds_state_respond(&s2, WF_XDS_CDS, sc, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(body_is(&p, c));
+    wf_xds_snapshot_unref(sb);
+    wf_xds_snapshot_unref(sc);
+    sa = wf_xds_snapshot_new(a);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_CDS, sa, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(body_is(&p, a));
+    wf_xds_snapshot_unref(sa);
+    json_decref(a);
+    json_decref(b);
+    json_decref(c);
+    wf_xds_state_free(&s1);
+    wf_xds_state_free(&s2);
+}
+
+TEST(eds_sends_only_what_changed)
+{
+    const char *const abc[] = {"outbound|9080||c", "outbound|9080||a", "outbound|9080||b", NULL};
+    const char *const ab[] = {"outbound|9080||a", "outbound|9080||b", NULL};
+    json_t *b1 = bundle("ROUND_ROBIN", "10.0.0.2"), *b2 = bundle("ROUND_ROBIN", "10.9.9.9");
+    json_t *b3 = bundle("ROUND_ROBIN", "10.7.7.7"), *b4, *b5 = bundle("ROUND_ROBIN", "10.5.5.5");
+    wf_xds_snapshot *s1 = wf_xds_snapshot_new(b1), *s2 = wf_xds_snapshot_new(b2), *s3, *s4, *s5;
+    wf_xds_stream_state st, other;
+    wf_xds_outcome o;
+    wf_xds_push p, q;
+    char err[512], names[256];
+
+    /* b4: b3 without the assignment of c. */
+    b4 = json_deep_copy(b3);
+    json_array_remove(json_object_get(b4, "endpoints"), 2);
+    s3 = wf_xds_snapshot_new(b3);
+    s4 = wf_xds_snapshot_new(b4);
+    s5 = wf_xds_snapshot_new(b5);
+    start(&st, &o);
+    subscribe(&st, WF_TYPE_ENDPOINT, abc);
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s1, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(!p.delta);
+    eds_names(&p, names, sizeof(names));
+    CHECK_STR(names, "a,b,c");
+    /* Not ACKed yet: a change is sent whole. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s2, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(!p.delta);
+    CHECK_INT(p.n_resources, 3);
+    answer(&st, WF_XDS_EDS, abc, NULL);
+    /* ACKed: only b, which moved, at the version of the whole set. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s3, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(p.delta);
+    eds_names(&p, names, sizeof(names));
+    CHECK_STR(names, "b");
+    start(&other, &o);
+    subscribe(&other, WF_TYPE_ENDPOINT, ab);
+    subscribe(&other, WF_TYPE_ENDPOINT, abc); /* a names change, before any response */
+    CHECK_INT(wf_xds_state_respond(&other, WF_XDS_EDS, s3, "default", 0, &q, err, sizeof(err)),
+              1);
+    CHECK(!q.delta);
+    CHECK_INT(q.n_resources, 3);
+    CHECK_STR(q.version, p.version);
+    CHECK(other.t[WF_XDS_EDS].set == st.t[WF_XDS_EDS].set); /* one interned list */
+    answer(&st, WF_XDS_EDS, abc, NULL);
+    /* An assignment the client holds is gone: the whole set again. */
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s4, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(!p.delta);
+    eds_names(&p, names, sizeof(names));
+    CHECK_STR(names, "a,b");
+    /* Refused: the next one is whole too, until one is ACKed. */
+    answer(&st, WF_XDS_EDS, abc, "no");
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s5, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(!p.delta);
+    CHECK_INT(p.n_resources, 3);
+    /* Names that change are answered whole. */
+    subscribe(&st, WF_TYPE_ENDPOINT, ab);
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, s5, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK(!p.delta);
+    eds_names(&p, names, sizeof(names));
+    CHECK_STR(names, "a,b");
+    /* The delta from s2 to s3 is made once for every stream. */
+    CHECK(wf_xds_snapshot_encodings(s3) == 2);
+    wf_xds_state_free(&st);
+    wf_xds_state_free(&other);
+    wf_xds_snapshot_unref(s1);
+    wf_xds_snapshot_unref(s2);
+    wf_xds_snapshot_unref(s3);
+    wf_xds_snapshot_unref(s4);
+    wf_xds_snapshot_unref(s5);
+    json_decref(b1);
+    json_decref(b2);
+    json_decref(b3);
+    json_decref(b4);
+    json_decref(b5);
+}
+
+TEST(snapshot_listener_aliases)
+{
+    const char *const names[] = {"reviews:9080", "reviews.default.svc.cluster.local:9080",
+                                 "nosuch:80", NULL};
+    json_t *b = json_pack("{s:[], s:[], s:[o, o]}", "clusters", "endpoints", "listeners",
+                          listener("reviews.default.svc.cluster.local:9080", 9080),
+                          listener("ratings.prod.svc.cluster.local:9080", 9081));
+    wf_xds_snapshot *sn = wf_xds_snapshot_new(b);
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_push p;
+    wf_xds_response r;
+    uint8_t m[65536];
+    size_t l;
+    char err[512];
+
+    start(&st, &o);
+    subscribe(&st, WF_TYPE_LISTENER, names);
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_LDS, sn, "default", 0, &p, err, sizeof(err)), 1);
+    CHECK_INT(p.n_resources, 2);
+    l = push_bytes(&p, m, sizeof(m));
+    CHECK(wf_xds_response_decode(m, l, &r, err, sizeof(err)) == 0);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(r.resources, 0), "name")),
+              "reviews.default.svc.cluster.local:9080");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(r.resources, 1), "name")),
+              "reviews:9080");
+    CHECK(json_equal(json_object_get(json_array_get(r.resources, 1), "address"),
+                     json_object_get(json_array_get(json_object_get(b, "listeners"), 0),
+                                     "address")));
+    wf_xds_response_free(&r);
+    json_decref(b);
+    wf_xds_snapshot_unref(sn);
+    wf_xds_state_free(&st);
+}
+
+TEST(snapshot_encoding_failure_reported_once)
+{
+    json_t *b = bundle("ROUND_ROBIN", "10.0.0.2");
+    wf_xds_snapshot *sn;
+    wf_xds_stream_state s1, s2;
+    wf_xds_outcome o;
+    wf_xds_push p;
+    char err[512] = "";
+
+    json_object_set_new(json_array_get(json_object_get(b, "clusters"), 1), "no_such_field",
+                        json_true());
+    sn = wf_xds_snapshot_new(b);
+    CHECK(sn != NULL);
+    start(&s1, &o);
+    start(&s2, &o);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_CDS, sn, "default", 0, &p, err, sizeof(err)), -1);
+    CHECK(strstr(err, "outbound|9080||b") && strstr(err, "no_such_field"));
+    err[0] = 0;
+    CHECK_INT(wf_xds_state_respond(&s2, WF_XDS_CDS, sn, "default", 0, &p, err, sizeof(err)), -2);
+    CHECK(strstr(err, "no_such_field") != NULL);
+    CHECK(s1.t[WF_XDS_CDS].sent_version == NULL);
+    /* The other types are served. */
+    subscribe(&s1, WF_TYPE_LISTENER, NULL);
+    CHECK_INT(wf_xds_state_respond(&s1, WF_XDS_LDS, sn, "default", 0, &p, err, sizeof(err)), 1);
+    json_decref(b);
+    wf_xds_snapshot_unref(sn);
+    wf_xds_state_free(&s1);
+    wf_xds_state_free(&s2);
+}
+
+/* A request as bytes, read back without decoding it. */
+static int peek(const wf_xds_request *r, uint8_t **buf, wf_xds_request_view *v)
+{
+    size_t len = 0;
+
+    free(*buf);
+    *buf = NULL;
+    if (wf_xds_request_encode(r, buf, &len) < 0)
+        return -1;
+    return wf_xds_request_peek(*buf, len, v);
+}
+
+TEST(plain_acks_are_read_without_decoding)
+{
+    const char *const ab[] = {"outbound|9080||a", "outbound|9080||b", NULL};
+    const char *const ba[] = {"outbound|9080||b", "outbound|9080||a", NULL};
+    const char *const abc[] = {"outbound|9080||a", "outbound|9080||b", "outbound|9080||c", NULL};
+    json_t *b = bundle("ROUND_ROBIN", "10.0.0.2");
+    wf_xds_snapshot *sn = wf_xds_snapshot_new(b);
+    wf_xds_stream_state st;
+    wf_xds_outcome o;
+    wf_xds_push p;
+    wf_xds_request_view v;
+    wf_xds_request r;
+    uint8_t *buf = NULL;
+    char err[256], ver[17];
+    const char *name;
+    size_t pos = 0, len;
+
+    wf_xds_state_init(&st);
+    /* The first request carries the node: never a plain ACK. */
+    r = req(WF_TYPE_CLUSTER, "", "", NULL);
+    r.node = node();
+    CHECK(peek(&r, &buf, &v) == 0 && v.has_node);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
+    json_decref(r.node);
+    subscribe(&st, WF_TYPE_ENDPOINT, ab);
+    CHECK_INT(wf_xds_state_respond(&st, WF_XDS_EDS, sn, "default", 100, &p, err, sizeof(err)), 1);
+    snprintf(ver, sizeof(ver), "%s", p.version);
+    /* Other names, or the same in another order, or a stale nonce, or a
+     * NACK: decoded as usual. */
+    r = req(WF_TYPE_ENDPOINT, ver, p.nonce, abc);
+    CHECK(peek(&r, &buf, &v) == 0 && v.n_resource_names == 3);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    r = req(WF_TYPE_ENDPOINT, ver, p.nonce, ba);
+    CHECK(peek(&r, &buf, &v) == 0);
+    CHECK(wf_xds_request_name(&v, &pos, &name, &len) && len == 16 && memcmp(name, ba[0], 16) == 0);
+    CHECK(wf_xds_request_name(&v, &pos, &name, &len) && memcmp(name, ba[1], 16) == 0);
+    CHECK(!wf_xds_request_name(&v, &pos, &name, &len));
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    r = req(WF_TYPE_ENDPOINT, ver, "77", ab);
+    CHECK(peek(&r, &buf, &v) == 0);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    r = req(WF_TYPE_ENDPOINT, "", p.nonce, ab);
+    r.has_error = 1;
+    r.error_message = "no";
+    CHECK(peek(&r, &buf, &v) == 0 && v.has_error);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    CHECK(st.t[WF_XDS_EDS].acked_version == NULL);
+    /* The ACK itself: recorded as wf_xds_state_request would. */
+    r = req(WF_TYPE_ENDPOINT, ver, p.nonce, ab);
+    CHECK(peek(&r, &buf, &v) == 0);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 350, &o), 1);
+    CHECK_INT(o.verdict, WF_XDS_ACK);
+    CHECK_INT(o.type, WF_XDS_EDS);
+    CHECK(!o.respond);
+    CHECK_INT(o.converged, 250);
+    CHECK_STR(st.t[WF_XDS_EDS].acked_version, ver);
+    CHECK_INT(st.t[WF_XDS_EDS].n_acks, 1);
+    /* Again: counted, not measured twice. */
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 400, &o), 1);
+    CHECK_INT(o.converged, -1);
+    CHECK_INT(st.t[WF_XDS_EDS].n_acks, 2);
+    /* A type never answered, or not served. */
+    r = req(WF_TYPE_LISTENER, "", "1", NULL);
+    CHECK(peek(&r, &buf, &v) == 0);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    r = req(WF_TYPE_SECRET, "", "1", NULL);
+    CHECK(peek(&r, &buf, &v) == 0);
+    CHECK_INT(wf_xds_state_plain_ack(&st, &v, 0, &o), 0);
+    /* Broken bytes are refused, not read past. */
+    CHECK(wf_xds_request_peek((const uint8_t *)"\x1a\x05" "ab", 4, &v) < 0);
+    free(buf);
+    json_decref(b);
+    wf_xds_snapshot_unref(sn);
+    wf_xds_state_free(&st);
+}
+
 /* ---- registry ---------------------------------------------------------------------------- */
 
 static json_t *reg_node(const char *name, const char *svcs, const char *inbound)
@@ -581,6 +1020,13 @@ int main(void)
     RUN(eds_named_subscriptions);
     RUN(lds_named_aliases);
     RUN(unknown_type_and_reconnect_nonce);
+    RUN(snapshot_streams_share_one_encoding);
+    RUN(snapshot_version_follows_content);
+    RUN(snapshot_reuses_what_was_encoded);
+    RUN(eds_sends_only_what_changed);
+    RUN(snapshot_listener_aliases);
+    RUN(snapshot_encoding_failure_reported_once);
+    RUN(plain_acks_are_read_without_decoding);
     RUN(registry_join_leave_expire);
     RUN(registry_view_merges_endpoints);
     return TEST_SUMMARY();
