@@ -690,8 +690,12 @@ void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
     s->pool = pool;
     s->attempts++;
     pool->active++;
-    snprintf(s->upstream_host, sizeof(s->upstream_host), "%.*s", (int)ep->hostport_len,
-             ep->poolkey);
+    {
+        size_t n = ep->hostport_len < sizeof(s->upstream_host) ? ep->hostport_len
+                                                                : sizeof(s->upstream_host) - 1;
+        memcpy(s->upstream_host, ep->poolkey, n); /* poolkey starts with "IP:PORT" */
+        s->upstream_host[n] = 0;
+    }
     wf_stat_add(w, WF_ST_UPSTREAM_RQ_TOTAL, 1);
     wf_stat_add(w, s->cluster->st_rq_total, 1);
     if (ep->h2 && !s->tun && !s->upgrade) {
