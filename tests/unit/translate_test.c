@@ -42,23 +42,35 @@ static wf_config *load(const char *sub)
 
 static const char *const productpage[] = {"app", "productpage", "version", "v1", NULL};
 
-static json_t *run(const wf_config *c, const char *ns, const char *const *labels, int app_port)
+/* A sidecar in namespace ns as the tests translate it. */
+static wf_proxy_info sidecar(const char *ns, const char *const *labels, int app_port)
+{
+    return (wf_proxy_info){.role = "proxy",
+                           .namespace_ = ns,
+                           .service_account = "sa",
+                           .labels = labels,
+                           .outbound_addr = "127.0.0.1",
+                           .outbound_port = 15001,
+                           .inbound_addr = "127.0.0.1",
+                           .inbound_port = 15006,
+                           .app_port = app_port};
+}
+
+static json_t *translate_for(const wf_config *c, const wf_proxy_info *p)
 {
     char err[256];
-    wf_proxy_info p = {.role = "proxy",
-                       .namespace_ = ns,
-                       .service_account = "sa",
-                       .labels = labels,
-                       .outbound_addr = "127.0.0.1",
-                       .outbound_port = 15001,
-                       .inbound_addr = "127.0.0.1",
-                       .inbound_port = 15006,
-                       .app_port = app_port};
-    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+    json_t *b = c ? wf_translate(c, p, err, sizeof(err)) : NULL;
 
     if (c && !b)
         fprintf(stderr, "wf_translate failed: %s\n", err);
     return b;
+}
+
+static json_t *run(const wf_config *c, const char *ns, const char *const *labels, int app_port)
+{
+    wf_proxy_info p = sidecar(ns, labels, app_port);
+
+    return translate_for(c, &p);
 }
 
 /* The element of array arr whose string field key equals name. */
@@ -695,12 +707,11 @@ TEST(deterministic_output)
     CHECK(strcmp(jstr_at(a, "version_info"), jstr_at(c, "version_info")) != 0);
     /* no_version (istiod): the same resources, version_info left empty */
     {
-        char err[256];
-        wf_proxy_info p = {.role = "proxy", .namespace_ = "default", .service_account = "sa",
-                           .labels = productpage, .outbound_addr = "127.0.0.1",
-                           .outbound_port = 15001, .inbound_addr = "127.0.0.1",
-                           .inbound_port = 15006, .app_port = 8000, .no_version = 1};
-        json_t *nv = wf_translate(mesh, &p, err, sizeof(err));
+        wf_proxy_info p = sidecar("default", productpage, 8000);
+        json_t *nv;
+
+        p.no_version = 1;
+        nv = translate_for(mesh, &p);
         CHECK_STR(jstr_at(nv, "version_info"), "");
         CHECK(json_equal(json_object_get(nv, "listeners"), json_object_get(a, "listeners")));
         CHECK(json_equal(json_object_get(nv, "clusters"), json_object_get(a, "clusters")));
@@ -783,15 +794,11 @@ static wf_config *grpcfix;
 
 static json_t *run_grpc(const wf_config *c, const char *ns)
 {
-    char err[256];
     /* What istiod passes for a proxyless client: its namespace, nothing else
      * (the ports must be ignored). */
     wf_proxy_info p = {.role = "grpc", .namespace_ = ns, .app_port = 8080};
-    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
 
-    if (c && !b)
-        fprintf(stderr, "wf_translate (grpc) failed: %s\n", err);
-    return b;
+    return translate_for(c, &p);
 }
 
 /* The HttpConnectionManager of api_listener `name`. */
@@ -1525,24 +1532,15 @@ TEST(trust_domain_from_mesh_config)
 
 #define TCP_PROXY_T "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 
+/* A sidecar of productpage whose app speaks app_protocol, on outbound
+ * address 127.0.0.9 (TCP listeners take that address). */
 static json_t *run_app(const wf_config *c, const char *app_protocol, int app_port)
 {
-    char err[256];
-    wf_proxy_info p = {.role = "proxy",
-                       .namespace_ = "default",
-                       .service_account = "sa",
-                       .labels = productpage,
-                       .outbound_addr = "127.0.0.9",
-                       .outbound_port = 15001,
-                       .inbound_addr = "127.0.0.1",
-                       .inbound_port = 15006,
-                       .app_port = app_port,
-                       .app_protocol = app_protocol};
-    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+    wf_proxy_info p = sidecar("default", productpage, app_port);
 
-    if (c && !b)
-        fprintf(stderr, "wf_translate failed: %s\n", err);
-    return b;
+    p.outbound_addr = "127.0.0.9";
+    p.app_protocol = app_protocol;
+    return translate_for(c, &p);
 }
 
 /* The tcp_proxy config of filter chain fc. */
