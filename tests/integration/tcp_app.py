@@ -13,15 +13,19 @@ import sys
 import threading
 
 
+def read_all(c):
+    """Every byte until the peer's EOF."""
+    out = bytearray()
+    while True:
+        b = c.recv(65536)
+        if not b:
+            return bytes(out)
+        out += b
+
+
 def serve(c, name):
     try:
-        got = bytearray()
-        while True:
-            b = c.recv(65536)
-            if not b:
-                break
-            got += b
-        c.sendall(name.encode() + b": " + bytes(got))
+        c.sendall(name.encode() + b": " + read_all(c))
     except OSError:
         pass
     finally:

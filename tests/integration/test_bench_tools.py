@@ -2,48 +2,16 @@
 test, so that ./dev bench does not rot between runs.  It must send every
 request at the rate asked, count each answer, report ordered percentiles,
 and fail loudly on an error answer or a server that goes away."""
-import http.server
 import json
 import os
 import pathlib
 import subprocess
-import threading
 
 import pytest
 
-from conftest import WEFT_BIN
+from conftest import WEFT_BIN, free_port
 
 RATE = str(pathlib.Path(WEFT_BIN).parent / "bench-tools" / "rate")
-
-
-class Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    wbufsize = 65536  # each response in one write (flushed per request)
-    status = 200
-
-    def do_GET(self):
-        body = b"x" * 1024
-        self.send_response(self.status)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
-class Server:
-    def __init__(self, status=200):
-        handler = type("H", (Handler,), {"status": status})
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.port = self.httpd.server_address[1]
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 @pytest.fixture
@@ -53,17 +21,14 @@ def rate_bin():
     return RATE
 
 
-def run(rate_bin, port, *args):
-    return subprocess.run([rate_bin] + list(args) + ["127.0.0.1:%d" % port, "/1k"],
+def run(rate_bin, port, path, *args):
+    return subprocess.run([rate_bin] + list(args) + ["127.0.0.1:%d" % port, path],
                           capture_output=True, text=True, timeout=30)
 
 
-def test_rate_sends_every_request_and_reports_percentiles(rate_bin):
-    s = Server()
-    try:
-        r = run(rate_bin, s.port, "-r", "400", "-d", "1", "-w", "0.25", "-c", "4")
-    finally:
-        s.close()
+def test_rate_sends_every_request_and_reports_percentiles(rate_bin, backend):
+    b = backend("b")
+    r = run(rate_bin, b.port, "/", "-r", "400", "-d", "1", "-w", "0.25", "-c", "4")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     # 1.25 s at 400/s: 500 sent, the 400 after the warm-up counted
@@ -71,20 +36,14 @@ def test_rate_sends_every_request_and_reports_percentiles(rate_bin):
     assert 0 < out["p50_us"] <= out["p90_us"] <= out["p99_us"] <= out["p999_us"] <= out["max_us"]
 
 
-def test_rate_fails_on_an_error_answer(rate_bin):
-    s = Server(status=503)
-    try:
-        r = run(rate_bin, s.port, "-r", "100", "-d", "0.2", "-w", "0")
-    finally:
-        s.close()
+def test_rate_fails_on_an_error_answer(rate_bin, backend):
+    b = backend("b")
+    r = run(rate_bin, b.port, "/status?code=503", "-r", "100", "-d", "0.2", "-w", "0")
     assert r.returncode == 1
     assert "bad response: HTTP/1.1 503" in r.stderr
 
 
 def test_rate_fails_when_the_server_is_not_there(rate_bin):
-    s = Server()
-    port = s.port
-    s.close()
-    r = run(rate_bin, port, "-r", "100", "-d", "0.2")
+    r = run(rate_bin, free_port(), "/", "-r", "100", "-d", "0.2")
     assert r.returncode != 0
     assert "connect" in r.stderr

@@ -20,6 +20,7 @@ import pytest
 
 from conftest import (DEADLINE, STRICT, dedent, destination_rule, free_port, mtls_args,
                       service_entry, wait_until, workload_entry)
+from tcp_app import read_all
 
 SVC = "echo.default.svc.cluster.local"
 
@@ -74,13 +75,7 @@ class App:
 def echo_after_eof(c):
     """Reads until the client's EOF, then sends it all back and closes:
     only a relay that carries the half-close gets an answer through."""
-    got = bytearray()
-    while True:
-        b = c.recv(65536)
-        if not b:
-            break
-        got += b
-    c.sendall(b"echo:" + bytes(got))
+    c.sendall(b"echo:" + read_all(c))
 
 
 def echo_lines(c):
@@ -157,15 +152,6 @@ def start_mesh(weft, ca, app_ports, extra="", versions=None, client_addr="127.0.
 
 def dial(addr, port):
     return socket.create_connection((addr, port), timeout=DEADLINE)
-
-
-def read_all(s):
-    out = bytearray()
-    while True:
-        b = s.recv(65536)
-        if not b:
-            return bytes(out)
-        out += b
 
 
 # --------------------------------------------------------------------------
