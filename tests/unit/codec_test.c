@@ -20,6 +20,7 @@
 #include "translate/translate.h"
 
 #include "test.h"
+#include "translate_fixture.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -58,21 +59,10 @@ static const char *const reviews_v2[] = {"app", "reviews", "version", "v2", NULL
 static json_t *run(const wf_config *c, const char *role, const char *ns, const char *const *labels,
                    int app_port)
 {
-    char err[256];
-    wf_proxy_info p = {.role = role,
-                       .namespace_ = ns,
-                       .service_account = "sa",
-                       .labels = labels,
-                       .outbound_addr = "127.0.0.1",
-                       .outbound_port = 15001,
-                       .inbound_addr = "127.0.0.1",
-                       .inbound_port = 15006,
-                       .app_port = app_port};
-    json_t *b = c ? wf_translate(c, &p, err, sizeof(err)) : NULL;
+    wf_proxy_info p = sidecar(ns, labels, app_port);
 
-    if (c && !b)
-        fprintf(stderr, "wf_translate failed: %s\n", err);
-    return b;
+    p.role = role;
+    return translate_for(c, &p);
 }
 
 static json_t *parse(const char *text)

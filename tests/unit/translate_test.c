@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "test.h"
+#include "translate_fixture.h"
 
 /* ---- helpers -------------------------------------------------------------------------------- */
 
@@ -41,30 +42,6 @@ static wf_config *load(const char *sub)
 }
 
 static const char *const productpage[] = {"app", "productpage", "version", "v1", NULL};
-
-/* A sidecar in namespace ns as the tests translate it. */
-static wf_proxy_info sidecar(const char *ns, const char *const *labels, int app_port)
-{
-    return (wf_proxy_info){.role = "proxy",
-                           .namespace_ = ns,
-                           .service_account = "sa",
-                           .labels = labels,
-                           .outbound_addr = "127.0.0.1",
-                           .outbound_port = 15001,
-                           .inbound_addr = "127.0.0.1",
-                           .inbound_port = 15006,
-                           .app_port = app_port};
-}
-
-static json_t *translate_for(const wf_config *c, const wf_proxy_info *p)
-{
-    char err[256];
-    json_t *b = c ? wf_translate(c, p, err, sizeof(err)) : NULL;
-
-    if (c && !b)
-        fprintf(stderr, "wf_translate failed: %s\n", err);
-    return b;
-}
 
 static json_t *run(const wf_config *c, const char *ns, const char *const *labels, int app_port)
 {
