@@ -7,11 +7,16 @@
  *
  *   bytes in:  read_cb -> nghttp2_session_mem_recv -> callbacks (headers,
  *              DATA chunks reassembled into messages, stream close)
- *   bytes out: each call keeps a queue of framed messages; an nghttp2 data
- *              provider drains it (deferring when empty), and flush() pulls
- *              frames out of nghttp2 into one write buffer with at most one
- *              uv_write in flight, so a slow peer holds its bytes in its own
- *              call queues (wf_grpc_queued) and never blocks anyone else.
+ *   bytes out: each call keeps a queue of framed messages (chunks, copied
+ *              or shared with the caller); an nghttp2 data provider drains
+ *              it (deferring when empty) without copying (NO_COPY), and
+ *              flush() gathers what nghttp2 serialises (frame headers,
+ *              other frames) and the message bytes of each DATA frame, in
+ *              place, into one uv_write, with at most one in flight; so a
+ *              slow peer holds its bytes in its own call queues
+ *              (wf_grpc_queued) and never blocks anyone else.  A chunk the
+ *              data provider is done with is kept (cn->spent) until no
+ *              write can point into it.
  *
  * Lifetime: nothing is freed inside an nghttp2 or user callback except a
  * server call, right after its stream closed.  A connection is freed in the
@@ -26,8 +31,8 @@
  *
  * TLS (core/tls) sits between the socket and nghttp2 when the server or
  * the client call was given a context: read_cb -> wf_tls_feed -> (plaintext)
- * nghttp2_session_mem_recv; flush() pulls frames into a plaintext batch and
- * wf_tls_write turns it into ciphertext in tbuf, which goes out as the same
+ * nghttp2_session_mem_recv; flush() gathers frames as above and
+ * wf_tls_write turns them into ciphertext in tbuf, which goes out as the
  * single uv_write (tbuf and wbuf swap).  Nothing is pulled from nghttp2
  * until the handshake is done; the handshake's own records go out through
  * tbuf too.  The connect/SETTINGS deadline covers the handshake.
@@ -54,15 +59,27 @@
 #define HEADER_BYTES_MAX (32 << 10) /* enforced per call: headers and trailers */
 #define RX_BUDGET (64u << 20)       /* partial messages buffered per connection */
 #define WRITE_BATCH (256 << 10)     /* bytes gathered per uv_write */
+#define WRITE_PIECES 256            /* pieces gathered per uv_write (well under IOV_MAX) */
 #define DRAIN_MS 1000               /* GOAWAY/RST_STREAM flush before closing */
 #define GRPC_MESSAGE_MAX 1024       /* grpc-message kept (before encoding) */
 #define USER_AGENT "weft/" WF_VERSION
 
 typedef struct chunk {
     struct chunk *next;
-    size_t len, off; /* off: bytes already handed to nghttp2 */
+    const uint8_t *p;        /* its bytes: data[] below, or the sender's */
+    size_t len, off;         /* off: bytes already handed to nghttp2 */
+    void (*release)(void *); /* the sender's bytes: called once they are not needed */
+    void *arg;
+    unsigned first : 1; /* the first chunk of a message */
     uint8_t data[];
 } chunk;
+
+/* A piece of the write being gathered: bytes of fbuf (p NULL, at off) or
+ * message bytes in a chunk. */
+typedef struct piece {
+    const uint8_t *p;
+    size_t off, len;
+} piece;
 
 typedef struct conn conn;
 
@@ -120,12 +137,17 @@ struct conn {
     wf_grpc_client_handlers ch;
     unsigned long long id;
     char peer[64];
-    uint8_t *wbuf;
+    uint8_t *fbuf; /* what nghttp2 serialised for the write being gathered */
+    size_t flen, fcap;
+    piece *pieces; /* the write being gathered, in order */
+    size_t npieces, piececap, gathered;
+    uv_buf_t *iov; /* the write in flight (h2c) */
+    size_t iovcap;
+    chunk *spent;  /* drained chunks the write in flight may point into */
+    uint8_t *wbuf; /* TLS: the ciphertext in flight */
     size_t wlen, wcap;
     wf_tls_conn *tls; /* NULL: h2c */
-    uint8_t *pbuf;    /* TLS: plaintext frames pulled from nghttp2 */
-    size_t plen, pcap;
-    uint8_t *tbuf; /* TLS: ciphertext waiting for the next uv_write */
+    uint8_t *tbuf;    /* TLS: ciphertext waiting for the next uv_write */
     size_t tlen, tcap;
     size_t rx_buffered; /* bytes of partial messages, all calls */
     int in_ng;          /* nghttp2 calls on the stack: no mem_send now */
@@ -160,6 +182,8 @@ unsigned wf__grpc_handshake_ms = 10000;
 
 static void flush(conn *cn);
 static void want_flush(conn *cn);
+static int cb_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *ud);
 static void conn_close(conn *cn, const char *reason);
 
 /* ---------------------------------------------------------------------- */
@@ -350,24 +374,61 @@ static wf_grpc_call *call_new(conn *cn, int client)
     return c;
 }
 
+static void chunk_free(chunk *k)
+{
+    if (k->release)
+        k->release(k->arg);
+    free(k);
+}
+
+static void spent_free(conn *cn)
+{
+    while (cn->spent) {
+        chunk *n = cn->spent->next;
+        chunk_free(cn->spent);
+        cn->spent = n;
+    }
+}
+
+/* A chunk off its queue: freed now, unless a write (in flight, or being
+ * gathered) may point into it. */
+static void chunk_drop(conn *cn, chunk *k)
+{
+    if (!cn->wbusy && !cn->in_ng && !cn->npieces) {
+        chunk_free(k);
+        return;
+    }
+    k->next = cn->spent;
+    cn->spent = k;
+}
+
 static void queue_clear(wf_grpc_call *c, int keep_started)
 {
-    chunk *keep = NULL;
+    chunk *keep = NULL, **tail = &keep;
+    size_t kept = 0;
 
     /* A message nghttp2 has started to send must be finished, or the peer
      * would read the next bytes as the rest of it. */
-    if (keep_started && c->qhead && c->qhead->off) {
-        keep = c->qhead;
-        c->qhead = keep->next;
-        keep->next = NULL;
+    if (keep_started && c->qhead && (c->qhead->off || !c->qhead->first)) {
+        do {
+            chunk *k = c->qhead;
+            c->qhead = k->next;
+            k->next = NULL;
+            kept += k->len - k->off;
+            *tail = k;
+            tail = &k->next;
+        } while (c->qhead && !c->qhead->first);
     }
     while (c->qhead) {
         chunk *n = c->qhead->next;
-        free(c->qhead);
+        chunk_drop(c->cn, c->qhead);
         c->qhead = n;
     }
-    c->qhead = c->qtail = keep;
-    c->queued = keep ? keep->len - keep->off : 0;
+    c->qhead = keep;
+    c->qtail = NULL;
+    for (chunk *k = keep; k; k = k->next)
+        c->qtail = k;
+    c->queued = kept;
 }
 
 static void rx_reset(wf_grpc_call *c)
@@ -412,54 +473,62 @@ static void call_unlink(wf_grpc_call *c)
     c->prev = c->next = NULL;
 }
 
-static int enqueue(wf_grpc_call *c, const uint8_t *pfx, size_t pl, const uint8_t *msg, size_t len)
+/* A chunk of a copy of pfx then msg, or (shared, with release) of msg
+ * itself. */
+static chunk *chunk_new(const uint8_t *pfx, size_t pl, const uint8_t *msg, size_t len,
+                        void (*release)(void *), void *arg)
 {
-    chunk *k = malloc(sizeof(*k) + pl + len);
+    chunk *k = malloc(sizeof(*k) + (release ? 0 : pl + len));
 
     if (!k)
-        return -1;
+        return NULL;
     k->next = NULL;
-    k->len = pl + len;
+    k->len = release ? len : pl + len;
     k->off = 0;
+    k->release = release;
+    k->arg = arg;
+    k->first = 0;
+    if (release) {
+        k->p = msg;
+        return k;
+    }
+    k->p = k->data;
     if (pl)
         memcpy(k->data, pfx, pl);
     if (len)
         memcpy(k->data + pl, msg, len);
+    return k;
+}
+
+/* Appends the chunks of one message (a list). */
+static void enqueue(wf_grpc_call *c, chunk *msg)
+{
+    msg->first = 1;
     if (c->qtail)
-        c->qtail->next = k;
+        c->qtail->next = msg;
     else
-        c->qhead = k;
-    c->qtail = k;
-    c->queued += k->len;
-    return 0;
+        c->qhead = msg;
+    for (; msg; msg = msg->next) {
+        c->queued += msg->len;
+        c->qtail = msg;
+    }
 }
 
 /* ---------------------------------------------------------------------- */
 /* nghttp2 data provider: drains a call's queue */
 
+/* Says how much of the queue the next DATA frame carries; cb_send_data
+ * (in the same nghttp2 call) takes it off the queue. */
 static ssize_t data_read(nghttp2_session *ng, int32_t sid, uint8_t *buf, size_t length,
                          uint32_t *flags, nghttp2_data_source *src, void *ud)
 {
     wf_grpc_call *c = src->ptr;
-    size_t n = 0;
+    size_t n = c->queued < length ? c->queued : length;
 
-    while (n < length && c->qhead) {
-        chunk *k = c->qhead;
-        size_t take = k->len - k->off;
-        if (take > length - n)
-            take = length - n;
-        memcpy(buf + n, k->data + k->off, take);
-        k->off += take;
-        n += take;
-        if (k->off == k->len) {
-            c->qhead = k->next;
-            if (!c->qhead)
-                c->qtail = NULL;
-            free(k);
-        }
-    }
-    c->queued -= n;
-    if (!c->qhead && c->fin) {
+    (void)buf;
+    if (n)
+        *flags |= NGHTTP2_DATA_FLAG_NO_COPY;
+    if (n == c->queued && c->fin) {
         *flags |= NGHTTP2_DATA_FLAG_EOF;
         if (!c->client) {
             char st[16];
@@ -1068,6 +1137,7 @@ static int session_new(conn *cn, int server)
     nghttp2_session_callbacks_set_on_frame_send_callback(cbs, cb_frame_send);
     nghttp2_session_callbacks_set_on_frame_not_send_callback(cbs, cb_frame_not_send);
     nghttp2_session_callbacks_set_on_invalid_frame_recv_callback(cbs, cb_invalid_frame);
+    nghttp2_session_callbacks_set_send_data_callback(cbs, cb_send_data);
     nghttp2_session_callbacks_set_error_callback2(cbs, cb_error);
     rv = server ? nghttp2_session_server_new(&cn->ng, cbs, cn)
                 : nghttp2_session_client_new(&cn->ng, cbs, cn);
@@ -1148,8 +1218,11 @@ static void conn_finalize(conn *cn)
     }
     nghttp2_session_del(cn->ng);
     wf_tls_conn_free(cn->tls);
+    spent_free(cn);
+    free(cn->fbuf);
+    free(cn->pieces);
+    free(cn->iov);
     free(cn->wbuf);
-    free(cn->pbuf);
     free(cn->tbuf);
     free(cn);
     if (srv) {
@@ -1251,6 +1324,7 @@ static void written(uv_write_t *w, int status)
     conn *cn = w->data;
 
     cn->wbusy = 0;
+    spent_free(cn);
     if (cn->hclosed)
         return;
     if (status < 0) {
@@ -1262,12 +1336,99 @@ static void written(uv_write_t *w, int status)
     flush(cn);
 }
 
-/* Pulls frames out of nghttp2 into *buf (at most about WRITE_BATCH bytes).
- * Returns -1 when the connection was closed meanwhile. */
-static int pull_frames(conn *cn, uint8_t **buf, size_t *len, size_t *cap)
+/* Appends n bytes to a growing buffer.  -1 on out of memory. */
+static int buf_append(uint8_t **buf, size_t *len, size_t *cap, const void *p, size_t n)
 {
-    *len = 0;
-    while (*len < WRITE_BATCH) {
+    if (*len + n > *cap) {
+        size_t ncap = *cap ? *cap : 4096;
+        uint8_t *nb;
+        while (ncap < *len + n)
+            ncap *= 2;
+        if (!(nb = realloc(*buf, ncap)))
+            return -1;
+        *buf = nb;
+        *cap = ncap;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 0;
+}
+
+/* Adds n bytes to the write being gathered: a copy in fbuf, or (ref) the
+ * bytes in place.  -1 on out of memory. */
+static int gather(conn *cn, const uint8_t *p, size_t n, int ref)
+{
+    piece *last = cn->npieces ? &cn->pieces[cn->npieces - 1] : NULL;
+
+    if (!n)
+        return 0;
+    if (!ref) {
+        if (buf_append(&cn->fbuf, &cn->flen, &cn->fcap, p, n) < 0)
+            return -1;
+        if (last && !last->p) {
+            last->len += n;
+            cn->gathered += n;
+            return 0;
+        }
+        p = NULL;
+    }
+    cn->gathered += n;
+    if (cn->npieces == cn->piececap) {
+        size_t ncap = cn->piececap ? cn->piececap * 2 : 16;
+        piece *np = realloc(cn->pieces, ncap * sizeof(*np));
+        if (!np)
+            return -1;
+        cn->pieces = np;
+        cn->piececap = ncap;
+    }
+    cn->pieces[cn->npieces++] = (piece){p, p ? 0 : cn->flen - n, n};
+    return 0;
+}
+
+/* nghttp2 sends a DATA frame of the call's queue (data_read said NO_COPY):
+ * its header is copied, its bytes are gathered where they are. */
+static int cb_send_data(nghttp2_session *ng, nghttp2_frame *f, const uint8_t *framehd,
+                        size_t length, nghttp2_data_source *src, void *ud)
+{
+    static const uint8_t zeros[256];
+    conn *cn = ud;
+    wf_grpc_call *c = src->ptr;
+    size_t pad = f->data.padlen;
+    uint8_t padlen = (uint8_t)(pad ? pad - 1 : 0);
+
+    (void)ng;
+    if (gather(cn, framehd, 9, 0) < 0 || (pad && gather(cn, &padlen, 1, 0) < 0))
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    while (length) {
+        chunk *k = c->qhead;
+        size_t take;
+        if (!k)
+            return NGHTTP2_ERR_CALLBACK_FAILURE; /* data_read promised more */
+        take = k->len - k->off < length ? k->len - k->off : length;
+        if (gather(cn, k->p + k->off, take, 1) < 0)
+            return NGHTTP2_ERR_CALLBACK_FAILURE;
+        k->off += take;
+        c->queued -= take;
+        length -= take;
+        if (k->off == k->len) {
+            c->qhead = k->next;
+            if (!c->qhead)
+                c->qtail = NULL;
+            k->next = cn->spent;
+            cn->spent = k;
+        }
+    }
+    if (pad > 1 && gather(cn, zeros, pad - 1, 0) < 0)
+        return NGHTTP2_ERR_CALLBACK_FAILURE;
+    return 0;
+}
+
+/* Gathers frames from nghttp2 (about WRITE_BATCH bytes at most) into
+ * cn->pieces.  Returns -1 when the connection was closed meanwhile. */
+static int pull_frames(conn *cn)
+{
+    cn->flen = cn->npieces = cn->gathered = 0;
+    while (cn->gathered < WRITE_BATCH && cn->npieces < WRITE_PIECES) {
         const uint8_t *p;
         ssize_t n;
         cn->in_ng++;
@@ -1285,31 +1446,37 @@ static int pull_frames(conn *cn, uint8_t **buf, size_t *len, size_t *cap)
         }
         if (n == 0)
             break;
-        if (*len + (size_t)n > *cap) {
-            size_t ncap = *cap ? *cap : 16384;
-            uint8_t *nb;
-            while (ncap < *len + (size_t)n)
-                ncap *= 2;
-            if (!(nb = realloc(*buf, ncap))) {
-                conn_close(cn, "out of memory for the write buffer");
-                return -1;
-            }
-            *buf = nb;
-            *cap = ncap;
+        if (gather(cn, p, (size_t)n, 0) < 0) {
+            conn_close(cn, "out of memory for the write buffer");
+            return -1;
         }
-        memcpy(*buf + *len, p, (size_t)n);
-        *len += (size_t)n;
     }
     return 0;
 }
 
-/* Writes wbuf (wlen bytes): the one uv_write in flight. */
-static void start_write(conn *cn)
+/* The gathered pieces as buffers (valid until the next pull). */
+static uv_buf_t *gathered_bufs(conn *cn)
 {
-    uv_buf_t b = uv_buf_init((char *)cn->wbuf, (unsigned)cn->wlen);
+    if (cn->npieces > cn->iovcap) {
+        uv_buf_t *nb = realloc(cn->iov, cn->npieces * sizeof(*nb));
+        if (!nb)
+            return NULL;
+        cn->iov = nb;
+        cn->iovcap = cn->npieces;
+    }
+    for (size_t i = 0; i < cn->npieces; i++) {
+        const piece *pc = &cn->pieces[i];
+        cn->iov[i] = uv_buf_init((char *)(pc->p ? pc->p : cn->fbuf + pc->off), (unsigned)pc->len);
+    }
+    return cn->iov;
+}
+
+/* The one uv_write in flight. */
+static void start_write(conn *cn, const uv_buf_t *bufs, size_t n)
+{
     int rv;
 
-    if ((rv = uv_write(&cn->wr, (uv_stream_t *)&cn->tcp, &b, 1, written)) < 0) {
+    if ((rv = uv_write(&cn->wr, (uv_stream_t *)&cn->tcp, bufs, (unsigned)n, written)) < 0) {
         char msg[160];
         snprintf(msg, sizeof(msg), "writing to %s failed: %s", cn->peer, uv_strerror(rv));
         conn_close(cn, msg);
@@ -1322,27 +1489,35 @@ static void tls_failed(conn *cn);
 
 /* Write buffers are kept while a connection has more to write and let go
  * once it has nothing: istiod holds thousands of connections, mostly quiet,
- * and each would otherwise keep the largest push it ever sent (up to
- * WRITE_BATCH and more) for its life. */
+ * and each would otherwise keep the largest push it ever sent for its
+ * life. */
 static void release_write_buffers(conn *cn)
 {
+    free(cn->fbuf);
+    free(cn->pieces);
+    free(cn->iov);
     free(cn->wbuf);
-    free(cn->pbuf);
-    cn->wbuf = cn->pbuf = NULL;
-    cn->wcap = cn->pcap = 0;
+    cn->fbuf = cn->wbuf = NULL;
+    cn->pieces = NULL;
+    cn->iov = NULL;
+    cn->fcap = cn->flen = cn->piececap = cn->npieces = cn->iovcap = cn->wcap = 0;
 }
 
 /* TLS: frames are encrypted into tbuf, which then becomes the write. */
 static void tls_flush(conn *cn)
 {
     int est = cn->tls_ok;
+    size_t gathered = 0;
 
     if (est) {
-        if (pull_frames(cn, &cn->pbuf, &cn->plen, &cn->pcap) < 0)
+        if (pull_frames(cn) < 0)
             return;
-        if (cn->plen) {
-            uv_buf_t b = uv_buf_init((char *)cn->pbuf, (unsigned)cn->plen);
-            if (wf_tls_write(cn->tls, &b, 1) < 0) {
+        if ((gathered = cn->npieces)) {
+            uv_buf_t *b = gathered_bufs(cn);
+            int rv = b ? wf_tls_write(cn->tls, b, cn->npieces) : -1;
+            cn->npieces = 0;
+            spent_free(cn); /* encrypted: nothing points into them */
+            if (rv < 0) {
                 tls_failed(cn);
                 return;
             }
@@ -1351,35 +1526,45 @@ static void tls_flush(conn *cn)
     if (cn->tlen) {
         uint8_t *t = cn->wbuf;
         size_t tc = cn->wcap;
+        uv_buf_t b;
         cn->wbuf = cn->tbuf;
         cn->wcap = cn->tcap;
         cn->wlen = cn->tlen;
         cn->tbuf = t;
         cn->tcap = tc;
         cn->tlen = 0;
-        start_write(cn);
+        b = uv_buf_init((char *)cn->wbuf, (unsigned)cn->wlen);
+        start_write(cn, &b, 1);
         return;
     }
-    if (est && !cn->plen)
+    if (est && !gathered)
         release_write_buffers(cn);
     if (cn->draining ||
         (est && !nghttp2_session_want_read(cn->ng) && !nghttp2_session_want_write(cn->ng)))
         conn_close(cn, NULL);
 }
 
-/* Pulls frames out of nghttp2 and writes them, one uv_write at a time. */
+/* Gathers frames from nghttp2 and writes them, one uv_write at a time. */
 static void flush(conn *cn)
 {
     if (cn->in_ng || cn->wbusy || cn->hclosed || !cn->connected)
         return;
+    spent_free(cn);
     if (cn->tls) {
         tls_flush(cn);
         return;
     }
-    if (pull_frames(cn, &cn->wbuf, &cn->wlen, &cn->wcap) < 0)
+    if (pull_frames(cn) < 0)
         return;
-    if (cn->wlen) {
-        start_write(cn);
+    if (cn->npieces) {
+        uv_buf_t *b = gathered_bufs(cn);
+        size_t n = cn->npieces;
+        cn->npieces = 0;
+        if (!b) {
+            conn_close(cn, "out of memory for the write buffer");
+            return;
+        }
+        start_write(cn, b, n);
         return;
     }
     release_write_buffers(cn);
@@ -1490,19 +1675,7 @@ static int tls_send(void *ud, const char *data, size_t len)
 {
     conn *cn = ud;
 
-    if (cn->tlen + len > cn->tcap) {
-        size_t ncap = cn->tcap ? cn->tcap : 16384;
-        uint8_t *nb;
-        while (ncap < cn->tlen + len)
-            ncap *= 2;
-        if (!(nb = realloc(cn->tbuf, ncap)))
-            return -1;
-        cn->tbuf = nb;
-        cn->tcap = ncap;
-    }
-    memcpy(cn->tbuf + cn->tlen, data, len);
-    cn->tlen += len;
-    return 0;
+    return buf_append(&cn->tbuf, &cn->tlen, &cn->tcap, data, len);
 }
 
 /* Before the handles close: close_notify (or the alert already made), if
@@ -2003,27 +2176,64 @@ static int can_send(const wf_grpc_call *c)
            !c->cn->closing;
 }
 
-int wf_grpc_send(wf_grpc_call *c, const uint8_t *msg, size_t len)
+/* The 5-byte gRPC message prefix (uncompressed) of a len-byte message. */
+static void message_prefix(uint8_t pfx[5], size_t len)
 {
-    uint8_t pfx[5];
-
-    if (!can_send(c) || len > WF_GRPC_MAX_MESSAGE || (len && !msg))
-        return -1;
     pfx[0] = 0;
     pfx[1] = (uint8_t)(len >> 24);
     pfx[2] = (uint8_t)(len >> 16);
     pfx[3] = (uint8_t)(len >> 8);
     pfx[4] = (uint8_t)len;
-    if (enqueue(c, pfx, 5, msg, len) < 0)
+}
+
+int wf_grpc_send(wf_grpc_call *c, const uint8_t *msg, size_t len)
+{
+    uint8_t pfx[5];
+    chunk *k;
+
+    if (!can_send(c) || len > WF_GRPC_MAX_MESSAGE || (len && !msg))
         return -1;
+    message_prefix(pfx, len);
+    if (!(k = chunk_new(pfx, 5, msg, len, NULL, NULL)))
+        return -1;
+    enqueue(c, k);
+    call_kick(c);
+    return 0;
+}
+
+int wf_grpc_send_shared(wf_grpc_call *c, const uint8_t *body, size_t body_len, const uint8_t *tail,
+                        size_t tail_len, void (*release)(void *), void *arg)
+{
+    size_t len = body_len + tail_len;
+    uint8_t pfx[5];
+    chunk *head, *mid, *end;
+
+    if (!can_send(c) || len > WF_GRPC_MAX_MESSAGE || !body || !release || (tail_len && !tail))
+        return -1;
+    message_prefix(pfx, len);
+    head = chunk_new(NULL, 0, pfx, 5, NULL, NULL);
+    mid = chunk_new(NULL, 0, body, body_len, release, arg);
+    end = tail_len ? chunk_new(NULL, 0, tail, tail_len, NULL, NULL) : NULL;
+    if (!head || !mid || (tail_len && !end)) {
+        free(head);
+        free(mid); /* not chunk_free: the caller keeps its reference on failure */
+        free(end);
+        return -1;
+    }
+    head->next = mid;
+    mid->next = end;
+    enqueue(c, head);
     call_kick(c);
     return 0;
 }
 
 int wf__grpc_send_raw(wf_grpc_call *c, const uint8_t *bytes, size_t len)
 {
-    if (!can_send(c) || enqueue(c, NULL, 0, bytes, len) < 0)
+    chunk *k;
+
+    if (!can_send(c) || !(k = chunk_new(NULL, 0, bytes, len, NULL, NULL)))
         return -1;
+    enqueue(c, k);
     call_kick(c);
     return 0;
 }

@@ -130,6 +130,14 @@ int wf_grpc_add_header(wf_grpc_call *c, const char *name, const char *value);
  * -1 if the call is closing or the message is larger than
  * WF_GRPC_MAX_MESSAGE. */
 int wf_grpc_send(wf_grpc_call *c, const uint8_t *msg, size_t len);
+/* Queues one message made of body, which is not copied, then tail (copied):
+ * for a message many calls send alike.  body must stay valid until
+ * release(arg) is called, once its bytes are written or dropped (from the
+ * loop, possibly after the call's on_close).  Returns 0; -1 as
+ * wf_grpc_send, and then release is not called: the caller still owns
+ * its reference. */
+int wf_grpc_send_shared(wf_grpc_call *c, const uint8_t *body, size_t body_len, const uint8_t *tail,
+                        size_t tail_len, void (*release)(void *), void *arg);
 /* Bytes queued and not yet handed to the socket (for spotting slow peers). */
 size_t wf_grpc_queued(const wf_grpc_call *c);
 /* Server: ends the call with trailers (after the queued messages; message

@@ -1308,8 +1308,6 @@ struct wf_xds_server {
     uv_timer_t retry, hold;
     int retry_on, stopped;
     uint64_t hold_until; /* see wf_xds_server_hold; 0 = none */
-    uint8_t *scratch;    /* the message being queued (wf_grpc_send copies it) */
-    size_t scratch_cap;
     wf_xds_conn *pend_head, *pend_tail; /* streams a push is due to, in order */
     wf_xds_conn *sending;               /* streams with pushed bytes still queued */
     uv_check_t pump;                    /* serves pend_head as the budget allows */
@@ -1380,22 +1378,23 @@ static void defer(wf_xds_conn *c, uint64_t trigger_ms)
     }
 }
 
-/* Queues one response on c: the shared body and c's tail, as one message. */
-static int send_push(wf_xds_conn *c, const wf_xds_push *p)
+static void snapshot_release(void *sn)
 {
-    wf_xds_server *s = c->s;
-    size_t len = p->body_len + p->tail_len;
+    wf_xds_snapshot_unref(sn);
+}
 
-    if (len > s->scratch_cap) {
-        uint8_t *b = realloc(s->scratch, len);
-        if (!b)
-            return -1;
-        s->scratch = b;
-        s->scratch_cap = len;
+/* Queues one response on c: the snapshot's body, shared by every stream
+ * sent the same (the queue holds a reference to the snapshot, not a
+ * copy), then c's own tail. */
+static int send_push(wf_xds_conn *c, wf_xds_snapshot *sn, const wf_xds_push *p)
+{
+    wf_xds_snapshot_ref(sn);
+    if (wf_grpc_send_shared(c->call, p->body, p->body_len, p->tail, p->tail_len, snapshot_release,
+                            sn) < 0) {
+        wf_xds_snapshot_unref(sn);
+        return -1;
     }
-    memcpy(s->scratch, p->body, p->body_len);
-    memcpy(s->scratch + p->body_len, p->tail, p->tail_len);
-    return wf_grpc_send(c->call, s->scratch, len);
+    return 0;
 }
 
 /* Sends c every subscribed type whose resources changed (or that is owed a
@@ -1442,7 +1441,7 @@ static void push_conn(wf_xds_conn *c, uint64_t trigger_ms)
         WF_DEBUG("ADS %s: push %s version %s nonce %s (%zu resources%s, %zu bytes)", c->id,
                  type_names[t], p.version, p.nonce, p.n_resources, p.delta ? " changed" : "",
                  p.body_len + p.tail_len);
-        if (send_push(c, &p) < 0) {
+        if (send_push(c, sn, &p) < 0) {
             WF_WARN("ADS %s: %s push of %zu bytes not sent (stream closing, or over the %d-byte "
                     "gRPC message limit)",
                     c->id, type_names[t], p.body_len + p.tail_len, WF_GRPC_MAX_MESSAGE);
@@ -1936,7 +1935,6 @@ void wf_xds_server_free(wf_xds_server *s)
         free(c->peer_id);
         free(c);
     }
-    free(s->scratch);
     free(s);
 }
 

@@ -556,6 +556,63 @@ TEST(largest_message)
     free(b);
 }
 
+/* A shared body: released once, when its bytes are no longer needed. */
+static int releases;
+static void count_release(void *arg)
+{
+    releases++;
+    CHECK(arg == (void *)&releases);
+}
+
+/* Sends message i (size n) as a shared body and a copied tail of k bytes. */
+static int send_shared(wf_grpc_call *c, const uint8_t *b, size_t n, size_t k)
+{
+    return wf_grpc_send_shared(c, b, n - k, b + n - k, k, count_release, &releases);
+}
+
+TEST(shared_messages)
+{
+    /* Three calls at once, each two big messages whose bodies are shared,
+     * so that their DATA frames interleave on the connection. */
+    enum { CALLS = 3, SIZE = 300000 };
+    cstate st[CALLS];
+    uint8_t *b[2];
+
+    releases = 0;
+    for (int m = 0; m < 2; m++) {
+        b[m] = malloc(SIZE);
+        fill(b[m], SIZE, m);
+    }
+    for (int i = 0; i < CALLS; i++) {
+        memset(&st[i], 0, sizeof(st[i]));
+        st[i].big = SIZE;
+        CHECK(call(&st[i], srv_addr, "/weft.test.Echo/Bidi") != NULL);
+        for (int m = 0; m < 2; m++)
+            CHECK_INT(send_shared(st[i].c, b[m], SIZE, m ? 0 : 24), 0);
+        CHECK_INT(wf_grpc_queued(st[i].c), 2 * (SIZE + 5));
+        wf_grpc_finish(st[i].c, 0, NULL);
+    }
+    CHECK_INT(releases, 0);
+    for (int i = 0; i < CALLS; i++) {
+        CHECK(run_until(&st[i].closed));
+        CHECK_INT(st[i].status, WF_GRPC_OK);
+        CHECK_INT(st[i].msgs, 2);
+        CHECK_INT(st[i].bad, 0);
+    }
+    CHECK_INT(releases, 2 * CALLS);
+
+    /* Dropped unsent: released all the same; refused: not taken. */
+    cstate gone = {0};
+    CHECK(call(&gone, srv_addr, "/weft.test.Echo/Bidi") != NULL);
+    CHECK_INT(send_shared(gone.c, b[0], SIZE, 10), 0);
+    wf_grpc_cancel(gone.c);
+    CHECK_INT(send_shared(gone.c, b[0], SIZE, 10), -1);
+    CHECK(run_until(&gone.closed));
+    CHECK_INT(releases, 2 * CALLS + 1);
+    for (int m = 0; m < 2; m++)
+        free(b[m]);
+}
+
 TEST(refused_call)
 {
     cstate st = {0}, st2 = {0};
@@ -1128,11 +1185,15 @@ TEST(tls_unary_with_client_cert)
     CHECK(call_tls(&big, addr, "/weft.test.Echo/Bidi", &t) != NULL);
     fill(b, big.big, 0);
     CHECK_INT(wf_grpc_send(big.c, b, big.big), 0);
-    fill(b, big.big, 1);
-    CHECK_INT(wf_grpc_send(big.c, b, big.big), 0);
+    uint8_t *b1 = malloc(big.big);
+    fill(b1, big.big, 1);
+    releases = 0;
+    CHECK_INT(send_shared(big.c, b1, big.big, 100), 0); /* encrypted in place */
     wf_grpc_finish(big.c, 0, NULL);
     free(b);
     CHECK(run_until(&big.closed));
+    CHECK_INT(releases, 1);
+    free(b1);
     CHECK_INT(big.status, WF_GRPC_OK);
     CHECK_INT(big.msgs, 2);
     CHECK_INT(big.bad, 0);
@@ -1482,6 +1543,7 @@ int main(int argc, char **argv)
     RUN(bidi_1000_messages);
     RUN(queued_before_connect_and_ping_pong);
     RUN(three_mib_message);
+    RUN(shared_messages);
     RUN(largest_message);
     RUN(refused_call);
     RUN(server_finishes_with_status);
