@@ -39,7 +39,6 @@ typedef struct wf_istiod {
     wf_reg_view view;
     int view_dirty;
     wf_map cache;           /* proxy key -> snapshot of its translation, for the current view */
-    json_t *trash;          /* translations encoded already, freed after the pushes */
     wf_xds_snapshot **retired; /* snapshots of the view before, freed after the pushes */
     size_t n_retired;
 

@@ -30,6 +30,7 @@
 
 #include "translate/translate.h"
 #include "util/flags.h"
+#include "util/jarena.h"
 #include "util/log.h"
 #include "util/loop.h"
 
@@ -37,8 +38,9 @@
  * file rewritten without pause still gets loaded. */
 #define DEBOUNCE_MAX_FACTOR 10
 #define ISTIOD_MMAP_THRESHOLD (64 * 1024)
-/* Translations, and the snapshots of a view before, are freed one per tick
- * from this long after the first is put aside, once no push is under way. */
+/* The snapshots of a view before, and the memory of a burst of
+ * translations, are let go this long after a translation, once no push is
+ * under way (checked every tick). */
 #define TRASH_DELAY_MS 500
 #define TRASH_TICK_MS 10
 #define POLL_MS 1000
@@ -146,14 +148,13 @@ static int dir_digest(const char *dir, int content, uint64_t *hash, uint64_t *fp
 /* ---- translation cache and view -------------------------------------------------------------- */
 
 /*
- * Freeing a translation (a tree of some 10^5 JSON values for a thousand
- * services) takes about as long as making it, and nothing waits for it:
- * the snapshot has the bytes.  So translations go to the trash, with the
- * snapshots of the view before (kept so that the new translations find
- * the resources that did not change encoded already, see
- * wf_xds_snapshot_new), and the trash is emptied one translation per tick
- * once the pushes they were made for are out, instead of holding up the
- * pushes of every other proxy shape.
+ * A translation (a tree of some 10^5 JSON values for a thousand services)
+ * is made in the JSON region (util/jarena.h) and dropped whole as soon as
+ * its snapshot has the bytes.  The snapshots of the view before are kept
+ * until the pushes are out (so that the new translations find the
+ * resources that did not change encoded already, see
+ * wf_xds_snapshot_new), then freed, and the memory the burst used is
+ * given back: the region's pages and malloc's free ones.
  */
 static void retired_free(wf_istiod *I)
 {
@@ -167,38 +168,22 @@ static void retired_free(wf_istiod *I)
 static void trash_cb(uv_timer_t *t)
 {
     wf_istiod *I = t->data;
-    size_t n = json_array_size(I->trash);
 
     if (I->xds && wf_xds_server_pushing(I->xds))
         return; /* the next tick (the server stops waiting for stalled clients) */
-    if (n)
-        json_array_remove(I->trash, n - 1);
-    if (n <= 1) {
-        uv_timer_stop(t);
-        retired_free(I);
+    uv_timer_stop(t);
+    retired_free(I);
+    wf_jarena_release();
 #ifdef __GLIBC__
-        /* Give the pages back: free() leaves them to the arena. */
-        malloc_trim(0);
+    /* Give the pages back: free() leaves them to the arena. */
+    malloc_trim(0);
 #endif
-    }
 }
 
 static void trash_later(wf_istiod *I)
 {
     if (!uv_is_active((uv_handle_t *)&I->trash_timer))
         uv_timer_start(&I->trash_timer, trash_cb, TRASH_DELAY_MS, TRASH_TICK_MS);
-}
-
-/* Takes the reference to a translation and frees it later. */
-static void garbage(wf_istiod *I, json_t *b)
-{
-    if (I->stopping) {
-        json_decref(b);
-        return;
-    }
-    if (json_array_append_new(I->trash, b) < 0)
-        return; /* which freed it */
-    trash_later(I);
 }
 
 /* Takes the reference to a snapshot of the view before and drops it later. */
@@ -323,7 +308,6 @@ static void on_worker(void (*fn)(void *), void *arg)
 typedef struct translate_job {
     const wf_config *cfg;
     const wf_proxy_info *pi;
-    json_t *bundle;
     wf_xds_snapshot *snap;
     char err[512];
 } translate_job;
@@ -331,10 +315,16 @@ typedef struct translate_job {
 static void translate_fn(void *arg)
 {
     translate_job *j = arg;
+    int region = wf_jarena_begin() == 0;
+    json_t *bundle = wf_translate(j->cfg, j->pi, j->err, sizeof(j->err));
 
-    if ((j->bundle = wf_translate(j->cfg, j->pi, j->err, sizeof(j->err))) &&
-        !(j->snap = wf_xds_snapshot_new(j->bundle)))
+    if (bundle && !(j->snap = wf_xds_snapshot_new(bundle)))
         snprintf(j->err, sizeof(j->err), "out of memory");
+    /* Made whole in the region, the translation goes with it at once. */
+    if (!region || !wf_jarena_whole())
+        json_decref(bundle);
+    if (region)
+        wf_jarena_end();
 }
 
 /* Makes the view current (the config plus the registry). */
@@ -373,8 +363,7 @@ static wf_xds_snapshot *resources_hook(wf_xds_conn *c, void *ud, char *err, size
     j.cfg = &I->view.cfg;
     j.pi = &p->pi;
     on_worker(translate_fn, &j);
-    if (j.bundle)
-        garbage(I, j.bundle);
+    trash_later(I);
     if (!(sn = j.snap)) {
         snprintf(err, errlen, "%s", j.err);
         return NULL;
@@ -925,7 +914,7 @@ int wf_istiod_run(const wf_istiod_opts *o)
     wf_map_init(&I->cache);
     if (load_config(I, 1) < 0)
         return 1;
-    if (!(I->trash = json_array()) || uv_loop_init(&I->loop) < 0) {
+    if (uv_loop_init(&I->loop) < 0) {
         fprintf(stderr, "weft: istiod: cannot create the event loop\n");
         wf_config_free(I->cfg);
         return 1;
@@ -990,7 +979,6 @@ done:
     cache_clear(I);
     wf_map_free(&I->cache);
     retired_free(I);
-    json_decref(I->trash);
     wf_reg_view_free(&I->view);
     wf_registry_free(&I->reg);
     wf_config_free(I->cfg);

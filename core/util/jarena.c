@@ -1,0 +1,97 @@
+/* jarena.c: the bump region for translations' JSON; see jarena.h. */
+#include "util/jarena.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define POISON(p, n) ((void)(p), (void)(n))
+#define UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
+/* Address space only: pages are touched as the region grows.  A region
+ * that fills falls back to malloc, so this is a ceiling on speed, not on
+ * the size of a configuration. */
+#define RESERVE ((size_t)4 << 30)
+
+static char *base;     /* the reserved range, kept for the process's life */
+static size_t used;    /* bytes handed out since wf_jarena_begin */
+static size_t touched; /* the most used since the last release */
+static int open_, spilled;
+static __thread int mine; /* the calling thread has the region open */
+
+static void *ja_malloc(size_t n)
+{
+    if (mine) {
+        size_t r = (n + 15) & ~(size_t)15;
+        if (r >= n && r <= RESERVE - used) {
+            void *p = base + used;
+            used += r;
+            UNPOISON(p, n);
+            return p;
+        }
+        spilled = 1;
+    }
+    return malloc(n);
+}
+
+static void ja_free(void *p)
+{
+    if ((char *)p >= base && (char *)p < base + RESERVE)
+        return; /* emptied whole by wf_jarena_end */
+    free(p);
+}
+
+int wf_jarena_begin(void)
+{
+    if (open_)
+        return -1;
+    if (!base) {
+        void *p = mmap(NULL, RESERVE, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        if (p == MAP_FAILED)
+            return -1;
+        base = p;
+        /* Outside the region these are malloc and free, so values made
+         * before are freed as they always were. */
+        json_set_alloc_funcs(ja_malloc, ja_free);
+    }
+    open_ = mine = 1;
+    used = 0;
+    spilled = 0;
+    return 0;
+}
+
+int wf_jarena_whole(void)
+{
+    return open_ && !spilled;
+}
+
+void wf_jarena_end(void)
+{
+    if (!open_ || !mine)
+        return;
+    if (used > touched)
+        touched = used;
+    POISON(base, used); /* under ASan, a value used after the end is reported */
+    used = 0;
+    open_ = mine = 0;
+}
+
+void wf_jarena_release(void)
+{
+    if (!base || open_ || !touched)
+        return;
+    madvise(base, touched, MADV_DONTNEED);
+    touched = 0;
+}
+
+size_t wf_jarena_resident(void)
+{
+    return touched > used ? touched : used;
+}
