@@ -49,6 +49,7 @@
 
 #include <nghttp2/nghttp2.h>
 
+#include "util/arena.h"
 #include "util/flags.h"
 #include "util/log.h"
 
@@ -1590,10 +1591,10 @@ static void alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *b)
 {
     /* nghttp2 consumes all it is given, so one buffer per thread serves
      * every connection on it. */
-    static __thread char rbuf[65536];
+    static __thread void *rbuf;
 
-    b->base = rbuf;
-    b->len = sizeof(rbuf);
+    b->base = wf_thread_buffer(&rbuf, 65536);
+    b->len = b->base ? 65536 : 0; /* libuv reports ENOBUFS */
 }
 
 /* Hands received HTTP/2 bytes to nghttp2 (the caller counts in_ng).

@@ -45,6 +45,7 @@
 #define H2_STREAM_WINDOW (1 << 20)
 #define H2_CONN_WINDOW (16 << 20)
 #define H2_SEND_CHUNK 16384
+#define H2_SEND_BUF (64 * 1024) /* frames gathered per write */
 /* Response bytes a connection may hold for a client that does not read:
  * each stream holds up to WF_WRITE_HIGH_WATER, but 256 of them must not
  * add up to 256 MiB.  Above this every stream adding bytes pauses its
@@ -615,7 +616,9 @@ void wf_h2d_close_streams(wf_dconn *dc)
  * connection if that is due. */
 static void conn_flush(wf_h2conn *c)
 {
-    static __thread char out[64 * 1024];
+    static __thread void *outbuf;
+    char *out = wf_thread_buffer(&outbuf, H2_SEND_BUF);
+    size_t cap = out ? H2_SEND_BUF : 0; /* none: each frame written as it comes */
     wf_dconn *dc = c->dc;
     size_t n = 0;
 
@@ -634,14 +637,14 @@ static void conn_flush(wf_h2conn *c)
         }
         if (len == 0)
             break;
-        if (n + (size_t)len > sizeof(out) && n) {
+        if (n + (size_t)len > cap && n) {
             uv_buf_t b = uv_buf_init(out, (unsigned)n);
             wf__dc_write(dc, &b, 1);
             n = 0;
             if (dc->closing)
                 break;
         }
-        if ((size_t)len > sizeof(out)) {
+        if ((size_t)len > cap) {
             uv_buf_t b = uv_buf_init((char *)p, (unsigned)len);
             wf__dc_write(dc, &b, 1);
         } else {

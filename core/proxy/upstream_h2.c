@@ -679,9 +679,10 @@ static void conn_write(wf_h2uconn *c, const void *data, size_t len)
  * gathered so that a loop turn's frames leave in few writes. */
 static void conn_flush(wf_h2uconn *c)
 {
-    static __thread char out[H2U_SEND_BUF];
+    static __thread void *outbuf;
     static __thread int out_busy;
-    int gather = !out_busy;
+    char *out = wf_thread_buffer(&outbuf, H2U_SEND_BUF);
+    int gather = !out_busy && out;
     size_t n = 0;
 
     if (c->busy || c->closing || c->failing || !c->ready)
@@ -704,11 +705,11 @@ static void conn_flush(wf_h2uconn *c)
             conn_write(c, p, (size_t)len);
             continue;
         }
-        if (n + (size_t)len > sizeof(out) && n) {
+        if (n + (size_t)len > H2U_SEND_BUF && n) {
             conn_write(c, out, n);
             n = 0;
         }
-        if ((size_t)len > sizeof(out)) {
+        if ((size_t)len > H2U_SEND_BUF) {
             conn_write(c, p, (size_t)len);
         } else {
             memcpy(out + n, p, (size_t)len);

@@ -48,6 +48,7 @@
 #include <mbedtls/x509_crt.h>
 
 #include "ca/ca.h"
+#include "util/arena.h"
 #include "util/log.h"
 
 #define PENDING_MAX (1u << 20)          /* plaintext written before the handshake is done */
@@ -84,15 +85,17 @@ static void global_init(void)
     g_init_ret = ret;
 }
 
-/* Per-thread scratch: see the file comment. */
+/* Per-thread scratch: see the file comment.  The buffers are made on a
+ * thread's first use (wf_thread_buffer): threads that never speak TLS
+ * hold none. */
 static __thread struct {
-    unsigned char pt[PT_CAP]; /* decrypted plaintext being delivered */
+    void *pt; /* PT_CAP: decrypted plaintext being delivered */
     int pt_busy;
-    unsigned char out[OUT_CAP]; /* ciphertext gathered for one send */
+    void *out; /* OUT_CAP: ciphertext gathered for one send */
     size_t out_len;
-    wf_tls_conn *owner;         /* whose ciphertext out holds, NULL when free */
-    int sending;                /* out is being handed to a send function */
-    unsigned char scratch[REC]; /* small buffers coalesced into one record */
+    wf_tls_conn *owner; /* whose ciphertext out holds, NULL when free */
+    int sending;        /* out is being handed to a send function */
+    void *scratch;      /* REC: small buffers coalesced into one record */
     int scratch_busy;
 } tl;
 
@@ -623,7 +626,7 @@ static int out_flush(wf_tls_conn *c)
 /* Claims the per-thread out buffer for c; 1 when this frame owns it. */
 static int collect_begin(wf_tls_conn *c)
 {
-    if (tl.owner || tl.sending)
+    if (tl.owner || tl.sending || !wf_thread_buffer(&tl.out, OUT_CAP))
         return 0;
     tl.owner = c;
     tl.out_len = 0;
@@ -648,7 +651,7 @@ static int bio_send(void *p, const unsigned char *buf, size_t len)
         if (tl.out_len + len > OUT_CAP && out_flush(c) < 0)
             return MBEDTLS_ERR_NET_SEND_FAILED;
         if (len <= OUT_CAP) {
-            memcpy(tl.out + tl.out_len, buf, len);
+            memcpy((unsigned char *)tl.out + tl.out_len, buf, len);
             tl.out_len += len;
             return (int)len;
         }
@@ -1039,8 +1042,8 @@ int wf_tls_feed(wf_tls_conn *c, const char *data, size_t len, wf_tls_deliver del
     if (rc == 0 && c->state == ST_EOF)
         rc = WF_TLS_EOF;
     if (rc == 0 && c->state == ST_OPEN) {
-        unsigned char *pt = tl.pt, *heap = NULL;
-        if (tl.pt_busy && !(pt = heap = malloc(PT_CAP)))
+        unsigned char *pt = tl.pt_busy ? NULL : wf_thread_buffer(&tl.pt, PT_CAP), *heap = NULL;
+        if (!pt && !(pt = heap = malloc(PT_CAP)))
             rc = conn_fail(c, "out of memory");
         else if (!heap)
             tl.pt_busy = 1;
@@ -1075,7 +1078,7 @@ int wf_tls_feed(wf_tls_conn *c, const char *data, size_t len, wf_tls_deliver del
         }
         if (heap)
             free(heap);
-        else if (pt == tl.pt)
+        else if (pt && pt == tl.pt)
             tl.pt_busy = 0;
     }
     /* Keep what mbedTLS did not read; data is only borrowed. */
@@ -1116,7 +1119,7 @@ static int write_all(wf_tls_conn *c, const unsigned char *p, size_t len)
 /* Writes bufs, coalescing small ones in the per-thread scratch into whole records. */
 static int write_bufs(wf_tls_conn *c, const uv_buf_t *bufs, unsigned n)
 {
-    unsigned char *scr = tl.scratch_busy ? NULL : tl.scratch;
+    unsigned char *scr = tl.scratch_busy ? NULL : wf_thread_buffer(&tl.scratch, REC);
     size_t fill = 0;
     int rc = 0;
     if (scr)

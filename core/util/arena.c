@@ -110,8 +110,27 @@ void wf_arena_reset(wf_arena *a)
     a->total = 0;
 }
 
+/* The thread's buffers (wf_thread_buffer), freed with its blocks. */
+static __thread void **buffers[8];
+static __thread size_t n_buffers;
+
+void *wf_thread_buffer(void **slot, size_t size)
+{
+    if (*slot)
+        return *slot;
+    if (n_buffers == sizeof(buffers) / sizeof(buffers[0]) || !(*slot = malloc(size)))
+        return NULL;
+    buffers[n_buffers++] = slot;
+    return *slot;
+}
+
 void wf_arena_thread_release(void)
 {
+    while (n_buffers) {
+        void **slot = buffers[--n_buffers];
+        free(*slot);
+        *slot = NULL;
+    }
     while (free_blocks) {
         wf_arena_block *b = free_blocks;
         free_blocks = b->next;

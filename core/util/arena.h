@@ -29,8 +29,13 @@ char *wf_arena_strndup(wf_arena *a, const char *s, size_t len);
 /* Grows the most recent allocation p (old bytes) to new bytes, in place
  * when it is last in the block, else by copying.  Returns NULL on limit. */
 void *wf_arena_grow(wf_arena *a, void *p, size_t old, size_t new_size);
-/* Frees the calling thread's recycled blocks (at thread exit). */
+/* Frees the calling thread's recycled blocks and buffers (at thread exit). */
 void wf_arena_thread_release(void);
+/* The calling thread's buffer *slot (a __thread pointer) of size bytes,
+ * made on first use.  Large per-thread scratch declared as a __thread
+ * array would be resident in every thread from its start, used or not
+ * (the C library zeroes thread-local storage).  NULL on out of memory. */
+void *wf_thread_buffer(void **slot, size_t size);
 /* Frees every block (back to the thread's free list). */
 void wf_arena_reset(wf_arena *a);
 
