@@ -144,12 +144,14 @@ static int adopt(wf_worker *w, wf_snapshot *s)
         return -1;
     }
     w->gen++;
+    /* Pools are made on an endpoint's first request (wf_upstream_start):
+     * most endpoints of a big mesh never see one from a given proxy. */
     for (size_t i = 0; i < s->n_cls; i++)
         for (size_t j = 0; j < s->cls[i].n_eps; j++) {
             wf_endpoint *ep = &s->cls[i].eps[j];
-            ep_pool[ep->gindex] = wf_pool_get(w, &ep->addr, ep->poolkey);
-            if (ep_pool[ep->gindex])
-                ep_pool[ep->gindex]->gen = w->gen;
+            wf_pool *p = wf_map_get(&w->pools, ep->poolkey, strlen(ep->poolkey));
+            if ((ep_pool[ep->gindex] = p))
+                p->gen = w->gen;
         }
     /* Endpoints the new configuration dropped keep no idle connections. */
     wf_pools_retire(w, w->gen);

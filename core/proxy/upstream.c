@@ -37,6 +37,7 @@ wf_pool *wf_pool_get(wf_worker *w, const struct sockaddr_in *addr, const char *h
     if (!p)
         return NULL;
     p->addr = *addr;
+    p->gen = w->gen;
     snprintf(p->hostport, sizeof(p->hostport), "%s", hostport);
     if (wf_map_put(&w->pools, p->hostport, strlen(p->hostport), p) < 0) {
         free(p);
@@ -675,13 +676,15 @@ static void connected(uv_connect_t *req, int status)
 void wf_upstream_start(wf_stream *s, wf_endpoint *ep)
 {
     wf_worker *w = s->w;
-    wf_pool *pool = w->ep_pool && s->snap == w->snap ? w->ep_pool[ep->gindex]
-                                                      : wf_pool_get(w, &ep->addr, ep->poolkey);
+    int current = w->ep_pool && s->snap == w->snap;
+    wf_pool *pool = current ? w->ep_pool[ep->gindex] : NULL;
     wf_uconn *uc;
     int r;
 
     if (!settings.on_headers_complete)
         settings_init();
+    if (!pool && (pool = wf_pool_get(w, &ep->addr, ep->poolkey)) && current)
+        w->ep_pool[ep->gindex] = pool;
     if (!pool) {
         wf_stream_local_reply(s, 503, "out of memory\n", 14, "UF");
         return;
