@@ -59,6 +59,7 @@
 #include "xds/type/v3/typed_struct.pb-c.h"
 
 #include "util/log.h"
+#include "util/varint.h"
 
 /* Message nesting allowed, counted across Anys and Struct levels.  Real
  * resources stay under 40; the limit keeps hostile bytes from exhausting
@@ -303,21 +304,6 @@ static size_t elem_size(ProtobufCType t)
 
 /* ---- wire checks ----------------------------------------------------------------------------- */
 
-static int varint(const uint8_t *p, size_t n, size_t *i, uint64_t *out)
-{
-    uint64_t v = 0;
-
-    for (int shift = 0; shift < 64 && *i < n; shift += 7) {
-        uint8_t b = p[(*i)++];
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 0;
-        }
-    }
-    return -1;
-}
-
 /*
  * Walks the wire format of a message of type d (NULL: unknown, framing
  * only), following length-delimited fields that d says are messages.
@@ -333,11 +319,11 @@ static int wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, siz
     if (depth > MAX_DEPTH)
         return -2;
     while (i < n) {
-        if (varint(p, n, &i, &key) < 0 || (key >> 3) == 0 || (key >> 3) > 536870911)
+        if (wf_varint_get(p, n, &i, &key) < 0 || (key >> 3) == 0 || (key >> 3) > 536870911)
             return -1;
         switch (key & 7) {
         case 0:
-            if (varint(p, n, &i, &v) < 0)
+            if (wf_varint_get(p, n, &i, &v) < 0)
                 return -1;
             break;
         case 1:
@@ -352,7 +338,7 @@ static int wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, siz
             break;
         case 2: {
             const ProtobufCFieldDescriptor *f;
-            if (varint(p, n, &i, &v) < 0 || v > n - i)
+            if (wf_varint_get(p, n, &i, &v) < 0 || v > n - i)
                 return -1;
             f = d ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
             if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
@@ -377,9 +363,9 @@ static int peek_name(const uint8_t *p, size_t n, char *out, size_t outlen)
     size_t i = 0;
     uint64_t key, v;
 
-    while (i < n && varint(p, n, &i, &key) == 0) {
+    while (i < n && wf_varint_get(p, n, &i, &key) == 0) {
         if ((key & 7) == 2) {
-            if (varint(p, n, &i, &v) < 0 || v > n - i)
+            if (wf_varint_get(p, n, &i, &v) < 0 || v > n - i)
                 return -1;
             if ((key >> 3) == 1) {
                 size_t l = (size_t)v < outlen - 1 ? (size_t)v : outlen - 1;
@@ -392,7 +378,7 @@ static int peek_name(const uint8_t *p, size_t n, char *out, size_t outlen)
             }
             i += (size_t)v;
         } else if ((key & 7) == 0) {
-            if (varint(p, n, &i, &v) < 0)
+            if (wf_varint_get(p, n, &i, &v) < 0)
                 return -1;
         } else if ((key & 7) == 1 && n - i >= 8) {
             i += 8;
@@ -1998,12 +1984,12 @@ static int next_field(const uint8_t *buf, size_t len, size_t *i, unsigned *num, 
 
     *p = NULL;
     *plen = 0;
-    if (varint(buf, len, i, &key) < 0)
+    if (wf_varint_get(buf, len, i, &key) < 0)
         return -1;
     *num = (unsigned)(key >> 3);
     switch (key & 7) {
     case 0:
-        return varint(buf, len, i, &v);
+        return wf_varint_get(buf, len, i, &v);
     case 1:
         if (len - *i < 8)
             return -1;
@@ -2015,7 +2001,7 @@ static int next_field(const uint8_t *buf, size_t len, size_t *i, unsigned *num, 
         *i += 4;
         return 0;
     case 2:
-        if (varint(buf, len, i, &v) < 0 || v > len - *i)
+        if (wf_varint_get(buf, len, i, &v) < 0 || v > len - *i)
             return -1;
         *p = buf + *i;
         *plen = (size_t)v;
@@ -2119,18 +2105,6 @@ int wf_xds_response_envelope(const uint8_t *buf, size_t len, wf_xds_envelope *en
     return 0;
 }
 
-static size_t put_varint(uint8_t *out, uint64_t v)
-{
-    size_t n = 0;
-
-    while (v >= 0x80) {
-        out[n++] = (uint8_t)(v | 0x80);
-        v >>= 7;
-    }
-    out[n++] = (uint8_t)v;
-    return n;
-}
-
 size_t wf_xds_response_tail(const char *nonce, const char *control_plane, uint8_t *out, size_t cap)
 {
     size_t nl = nonce ? strlen(nonce) : 0, cl = control_plane ? strlen(control_plane) : 0;
@@ -2142,15 +2116,15 @@ size_t wf_xds_response_tail(const char *nonce, const char *control_plane, uint8_
         return 0;
     if (nl) {
         out[n++] = 5 << 3 | 2;
-        n += put_varint(out + n, nl);
+        n += wf_varint_put(out + n, nl);
         memcpy(out + n, nonce, nl);
         n += nl;
     }
     if (cl) {
         uint8_t idv[3];
-        il = put_varint(idv, cl);
+        il = wf_varint_put(idv, cl);
         out[n++] = 6 << 3 | 2;
-        n += put_varint(out + n, 1 + il + cl);
+        n += wf_varint_put(out + n, 1 + il + cl);
         out[n++] = 1 << 3 | 2;
         memcpy(out + n, idv, il);
         n += il;
@@ -2160,22 +2134,11 @@ size_t wf_xds_response_tail(const char *nonce, const char *control_plane, uint8_
     return n;
 }
 
-static size_t varint_len(uint64_t v)
-{
-    size_t n = 1;
-
-    while (v >= 0x80) {
-        v >>= 7;
-        n++;
-    }
-    return n;
-}
-
 /* Field number f, length-delimited, of l bytes: tag and length. */
 static size_t put_ld(uint8_t *out, unsigned f, size_t l)
 {
     out[0] = (uint8_t)(f << 3 | 2);
-    return 1 + put_varint(out + 1, l);
+    return 1 + wf_varint_put(out + 1, l);
 }
 
 int wf_xds_response_assemble(const char *version, const char *type_url, const uint8_t *const *res,
@@ -2183,18 +2146,18 @@ int wf_xds_response_assemble(const char *version, const char *type_url, const ui
                              size_t *offsets)
 {
     size_t vl = version ? strlen(version) : 0, tl = type_url ? strlen(type_url) : 0;
-    size_t any_head = tl ? 1 + varint_len(tl) + tl : 0, total = 0, k = 0;
+    size_t any_head = tl ? 1 + wf_varint_len(tl) + tl : 0, total = 0, k = 0;
     uint8_t *b;
 
     /* proto3 omits empty strings, as the encoder does (dup_or_null). */
     if (vl)
-        total += 1 + varint_len(vl) + vl;
+        total += 1 + wf_varint_len(vl) + vl;
     for (size_t i = 0; i < n; i++) {
-        size_t inner = any_head + (lens[i] ? 1 + varint_len(lens[i]) + lens[i] : 0);
-        total += 1 + varint_len(inner) + inner;
+        size_t inner = any_head + (lens[i] ? 1 + wf_varint_len(lens[i]) + lens[i] : 0);
+        total += 1 + wf_varint_len(inner) + inner;
     }
     if (tl)
-        total += 1 + varint_len(tl) + tl;
+        total += 1 + wf_varint_len(tl) + tl;
     *out = NULL;
     *len = 0;
     if (!(b = malloc(total ? total : 1)))
@@ -2205,7 +2168,7 @@ int wf_xds_response_assemble(const char *version, const char *type_url, const ui
         k += vl;
     }
     for (size_t i = 0; i < n; i++) {
-        size_t inner = any_head + (lens[i] ? 1 + varint_len(lens[i]) + lens[i] : 0);
+        size_t inner = any_head + (lens[i] ? 1 + wf_varint_len(lens[i]) + lens[i] : 0);
         k += put_ld(b + k, 2, inner);
         if (tl) {
             k += put_ld(b + k, 1, tl);
