@@ -12,6 +12,7 @@
 #include <strings.h>
 #include <sys/time.h>
 
+#include "util/ctree.h"
 #include "util/log.h"
 
 static __thread wf_worker *cur_worker;
@@ -35,105 +36,6 @@ static void h_log(wf_log_level level, const char *module, const char *fmt, ...)
 static int h_log_enabled(wf_log_level level)
 {
     return (int)level >= wf_log_threshold;
-}
-
-/* Configuration values are jansson nodes seen through an opaque type. */
-#define J(v) ((json_t *)(v))
-
-static wf_value_type h_value_type(const wf_value *v)
-{
-    switch (v ? json_typeof(J(v)) : JSON_NULL) {
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return WF_VALUE_BOOL;
-    case JSON_INTEGER:
-        return WF_VALUE_INT;
-    case JSON_REAL:
-        return WF_VALUE_DOUBLE;
-    case JSON_STRING:
-        return WF_VALUE_STRING;
-    case JSON_ARRAY:
-        return WF_VALUE_LIST;
-    case JSON_OBJECT:
-        return WF_VALUE_MAP;
-    default:
-        return WF_VALUE_NULL;
-    }
-}
-
-static const char *h_value_string(const wf_value *v, size_t *len)
-{
-    if (!v || !json_is_string(J(v)))
-        return NULL;
-    if (len)
-        *len = json_string_length(J(v));
-    return json_string_value(J(v));
-}
-
-static int64_t h_value_int(const wf_value *v)
-{
-    return v && json_is_number(J(v)) ? (int64_t)json_number_value(J(v)) : 0;
-}
-
-static double h_value_double(const wf_value *v)
-{
-    return v ? json_number_value(J(v)) : 0;
-}
-
-static int h_value_bool(const wf_value *v)
-{
-    return v && json_is_true(J(v));
-}
-
-static size_t h_value_len(const wf_value *v)
-{
-    if (!v)
-        return 0;
-    return json_is_array(J(v)) ? json_array_size(J(v)) : json_is_object(J(v)) ? json_object_size(J(v)) : 0;
-}
-
-/* jansson keeps object keys in insertion order (2.14); iterating to the
- * i-th is linear, which is fine at config-build time where this is used. */
-static json_t *object_nth(json_t *o, size_t i, const char **key)
-{
-    const char *k;
-    json_t *val;
-    size_t n = 0;
-
-    json_object_foreach(o, k, val)
-    {
-        if (n++ == i) {
-            if (key)
-                *key = k;
-            return val;
-        }
-    }
-    return NULL;
-}
-
-static const wf_value *h_value_at(const wf_value *v, size_t i)
-{
-    if (!v)
-        return NULL;
-    if (json_is_array(J(v)))
-        return (const wf_value *)json_array_get(J(v), i);
-    if (json_is_object(J(v)))
-        return (const wf_value *)object_nth(J(v), i, NULL);
-    return NULL;
-}
-
-static const char *h_value_key_at(const wf_value *v, size_t i)
-{
-    const char *k = NULL;
-
-    if (v && json_is_object(J(v)))
-        object_nth(J(v), i, &k);
-    return k;
-}
-
-static const wf_value *h_value_get(const wf_value *m, const char *key)
-{
-    return m && json_is_object(J(m)) ? (const wf_value *)json_object_get(J(m), key) : NULL;
 }
 
 static void *h_alloc(wf_stream *s, size_t n)
@@ -257,7 +159,7 @@ static void h_resume(wf_stream *s)
 
 static int h_set_route(wf_stream *s, const wf_value *route, const char *name, const char *cluster)
 {
-    s->route = (const json_t *)route;
+    s->route = route;
     s->route_name = name ? wf_arena_strndup(&s->arena, name, strlen(name)) : NULL;
     s->cluster_name = cluster ? wf_arena_strndup(&s->arena, cluster, strlen(cluster)) : NULL;
     s->route_cfgs = route ? wf_map_get_ptr(&s->l->chain.route_cfgs, route) : NULL;
@@ -372,15 +274,15 @@ const wf_host wf_host_table = {
     .abi_minor = WF_ABI_MINOR,
     .log = h_log,
     .log_enabled = h_log_enabled,
-    .value_type = h_value_type,
-    .value_string = h_value_string,
-    .value_int = h_value_int,
-    .value_double = h_value_double,
-    .value_bool = h_value_bool,
-    .value_len = h_value_len,
-    .value_at = h_value_at,
-    .value_key_at = h_value_key_at,
-    .value_get = h_value_get,
+    .value_type = wf_ctree_type,
+    .value_string = wf_ctree_string,
+    .value_int = wf_ctree_int,
+    .value_double = wf_ctree_double,
+    .value_bool = wf_ctree_bool,
+    .value_len = wf_ctree_len,
+    .value_at = wf_ctree_at,
+    .value_key_at = wf_ctree_key_at,
+    .value_get = wf_ctree_get,
     .alloc = h_alloc,
     .header_get = h_header_get,
     .header_count = h_header_count,

@@ -95,14 +95,15 @@ struct wf_filter {
     char *module; /* name or path as configured */
     void *cfg;
     size_t index;
-    json_t *config; /* owned reference */
+    wf_value *config; /* owned (util/ctree.h) */
 };
 
 typedef struct wf_chain {
     wf_filter *f;
     size_t n;
     int any_request_body, any_response_body, any_stream_create, any_complete;
-    /* route node (json_t *) -> void *[n] per-filter route configs */
+    /* route node (a wf_value of the route table) -> void *[n] per-filter
+     * route configs */
     wf_map route_cfgs;
 } wf_chain;
 
@@ -137,7 +138,7 @@ typedef struct wf_listener {
     int port;
     int inbound;
     int tls; /* enum wf_listener_tls */
-    json_t *route_table; /* borrowed from the bundle */
+    wf_value *route_table; /* owned (util/ctree.h); NULL for none */
     wf_chain chain;
     /* Opaque listeners (tcp_proxy filter chains): n_l4 > 0 and no HTTP. */
     wf_l4_route *l4;
@@ -153,9 +154,11 @@ typedef struct wf_listener {
 
 typedef struct wf_snapshot {
     atomic_int refs;
-    json_t *listeners; /* the bundle's listeners (owned): route tables are read from it */
+    json_t *listeners; /* the bundle's listeners, packed (util/jpack.h): the compiled
+                          structures and ctrees are what the proxy reads */
     json_t *dump_rest; /* {clusters, endpoints} packed (util/jpack.h), for /config_dump
                           only: the data path reads the compiled structures */
+    wf_value *labels; /* the workload's (util/ctree.h), for the modules */
     char *version;
     wf_listener *ls;
     size_t n_ls;
@@ -277,7 +280,7 @@ struct wf_stream {
     int phase;
     int paused;
     int local_reply;
-    const json_t *route;
+    const wf_value *route;
     const char *route_name;
     const char *cluster_name;
     wf_cluster *cluster;

@@ -640,7 +640,7 @@ static void listener_addr(const json_t *l, char *out, size_t len, char *host, si
 static int align_listeners(json_t *bundle)
 {
     json_t *ls = json_object_get(bundle, "listeners");
-    json_t *prev = current->listeners;
+    json_t *prev = NULL; /* the listeners before, read when one is missing */
     json_t *out = json_array();
     size_t n = json_array_size(ls), j;
     char *used = calloc(n + 1, 1);
@@ -676,6 +676,8 @@ static int align_listeners(json_t *bundle)
                 snprintf(b->warned_addr, sizeof(b->warned_addr), "%s", addr);
             }
         } else {
+            if (!prev)
+                prev = wf_snapshot_listeners(current);
             pick = json_array_get(prev, i);
             if (!b->warned_missing)
                 WF_WARN("listener %s (%s:%d) is not in the new configuration; it keeps its "
@@ -685,6 +687,7 @@ static int align_listeners(json_t *bundle)
             b->warned_missing = 1;
         }
         if (!pick || json_array_append(out, pick) < 0) {
+            json_decref(prev);
             json_decref(out);
             free(used);
             return -1;
@@ -714,11 +717,13 @@ static int align_listeners(json_t *bundle)
         n_bound++;
         WF_INFO("listener %s (%s) added", name, addr);
         if (json_array_append(out, l) < 0) {
+            json_decref(prev);
             json_decref(out);
             free(used);
             return -1;
         }
     }
+    json_decref(prev);
     free(used);
     return json_object_set_new(bundle, "listeners", out);
 }

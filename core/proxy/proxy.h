@@ -116,6 +116,8 @@ void wf_snapshot_unref(wf_snapshot *s);
 wf_cluster *wf_snapshot_cluster(const wf_snapshot *s, const char *name);
 /* The JSON for /config_dump (new reference). */
 json_t *wf_snapshot_dump(const wf_snapshot *s);
+/* The snapshot's listeners as the bundle had them (a new reference), or NULL. */
+json_t *wf_snapshot_listeners(const wf_snapshot *s);
 
 /* ---- lb.c ---- */
 /* Picks an endpoint of c for worker w; NULL when the cluster has none. */

@@ -14,6 +14,7 @@
 
 #include "util/file.h"
 #include "util/flags.h"
+#include "util/ctree.h"
 #include "util/jpack.h"
 #include "util/log.h"
 
@@ -53,7 +54,7 @@ static void chain_free(wf_chain *c)
             c->f[i].m->config_destroy(c->f[i].cfg);
         free(c->f[i].name);
         free(c->f[i].module);
-        json_decref(c->f[i].config);
+        wf_ctree_free(c->f[i].config);
     }
     free(c->f);
 }
@@ -80,6 +81,7 @@ static void strv_free(char **v, size_t n)
 static void listener_free(wf_listener *l)
 {
     chain_free(&l->chain);
+    wf_ctree_free(l->route_table);
     free(l->name);
     for (size_t i = 0; i < l->n_l4; i++) {
         wf_l4_route *r = &l->l4[i];
@@ -117,6 +119,7 @@ static void snapshot_free(wf_snapshot *s)
     free(s->cls);
     wf_map_free(&s->cluster_by_name);
     json_decref(s->listeners);
+    wf_ctree_free(s->labels);
     json_decref(s->dump_rest);
     free(s->version);
     free(s);
@@ -476,32 +479,31 @@ static int build_endpoints(wf_snapshot *s, json_t *arr, char *err, size_t errlen
 
 /* Compiles each route's typed_per_filter_config entries for the filters of
  * chain c that take per-route config. */
-static int build_route_cfgs(wf_chain *c, json_t *rt, char *err, size_t errlen)
+static int build_route_cfgs(wf_chain *c, const wf_value *rt, char *err, size_t errlen)
 {
-    size_t i, j;
-    json_t *vh, *r;
+    const wf_value *vhs = wf_ctree_get(rt, "virtual_hosts");
 
-    json_array_foreach(json_object_get(rt, "virtual_hosts"), i, vh)
-    {
-        json_array_foreach(json_object_get(vh, "routes"), j, r)
-        {
-            json_t *pf = json_object_get(r, "typed_per_filter_config");
+    for (size_t i = 0; i < wf_ctree_len(vhs); i++) {
+        const wf_value *routes = wf_ctree_get(wf_ctree_at(vhs, i), "routes");
+        for (size_t j = 0; j < wf_ctree_len(routes); j++) {
+            const wf_value *r = wf_ctree_at(routes, j);
+            const wf_value *pf = wf_ctree_get(r, "typed_per_filter_config");
             void **cfgs = NULL;
 
-            if (!json_is_object(pf))
+            if (wf_ctree_type(pf) != WF_VALUE_MAP)
                 continue;
             for (size_t k = 0; k < c->n; k++) {
-                json_t *v = json_object_get(pf, c->f[k].name);
+                const wf_value *v = wf_ctree_get(pf, c->f[k].name);
                 char why[400] = "";
                 if (!v || !c->f[k].m->route_config_create)
                     continue;
                 if (!cfgs && !(cfgs = calloc(c->n, sizeof(void *))))
                     return -1;
-                cfgs[k] = c->f[k].m->route_config_create(c->f[k].cfg, (const wf_value *)v, why,
-                                                         sizeof(why));
+                cfgs[k] = c->f[k].m->route_config_create(c->f[k].cfg, v, why, sizeof(why));
                 if (!cfgs[k]) {
+                    const char *rn = wf_ctree_string(wf_ctree_get(r, "name"), NULL);
                     snprintf(err, errlen, "filter %s refused the per-route config of route %s: %s",
-                             c->f[k].name, json_string_value(json_object_get(r, "name")), why);
+                             c->f[k].name, rn ? rn : "(unnamed)", why);
                     wf_map_put_ptr(&c->route_cfgs, r, cfgs);
                     return -1;
                 }
@@ -513,8 +515,8 @@ static int build_route_cfgs(wf_chain *c, json_t *rt, char *err, size_t errlen)
     return 0;
 }
 
-static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *wl, char *err,
-                       size_t errlen)
+static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *wl,
+                       const wf_value *labels, char *err, size_t errlen)
 {
     wf_chain *c = &l->chain;
     size_t i;
@@ -523,7 +525,7 @@ static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *
                      .role = wl->role,
                      .namespace_ = wl->namespace_,
                      .service_account = wl->service_account,
-                     .labels = (const wf_value *)wl->labels,
+                     .labels = labels,
                      .trust_domain = wl->trust_domain,
                      .workers = wl->workers};
 
@@ -553,11 +555,12 @@ static int build_chain(wf_listener *l, json_t *filters, const wf_workload_info *
         fl->name = strdup(name);
         fl->module = strdup(tu + strlen(TYPE_PREFIX));
         fl->index = c->n;
-        fl->config = value ? json_incref(value) : json_object();
+        if (!(fl->config = wf_ctree_new(value)))
+            return -1;
         args = (wf_config_args){.size = sizeof(args),
                                 .name = fl->name,
-                                .config = (const wf_value *)fl->config,
-                                .route_table = (const wf_value *)l->route_table,
+                                .config = fl->config,
+                                .route_table = l->route_table,
                                 .workload = &w,
                                 .direction = l->inbound ? "inbound" : "outbound",
                                 .filter = fl};
@@ -713,7 +716,7 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
             "typed_config");
         int has_tls = 0, has_plain = 0;
         size_t k;
-        json_t *fc;
+        json_t *fc, *rt;
 
         l->name = strdup(json_string_value(json_object_get(lj, "name")) ?: "listener");
         s->n_ls++;
@@ -766,8 +769,9 @@ static int build_listeners(wf_snapshot *s, json_t *arr, const wf_workload_info *
         }
         if (build_hcm_opts(l, hcm) < 0)
             return -1;
-        l->route_table = json_object_get(hcm, "route_config");
-        if (build_chain(l, json_object_get(hcm, "http_filters"), wl, err, errlen) < 0)
+        if ((rt = json_object_get(hcm, "route_config")) && !(l->route_table = wf_ctree_new(rt)))
+            return -1;
+        if (build_chain(l, json_object_get(hcm, "http_filters"), wl, s->labels, err, errlen) < 0)
             return -1;
     }
     return 0;
@@ -812,13 +816,16 @@ wf_snapshot *wf_snapshot_build(json_t *bundle, const wf_workload_info *wl, char 
         return NULL;
     }
     atomic_init(&s->refs, 1);
-    s->listeners = json_incref(json_object_get(bundle, "listeners"));
     s->version = strdup(json_string_value(json_object_get(bundle, "version_info")) ?: "");
     wf_map_init(&s->cluster_by_name);
     err[0] = 0;
-    if (build_clusters(s, json_object_get(bundle, "clusters"), err, errlen) < 0 ||
+    /* The listeners are read here; what stays of them is compiled, ctrees
+     * for the modules, and their text for /config_dump. */
+    if (!(s->labels = wf_ctree_new(wl->labels)) ||
+        build_clusters(s, json_object_get(bundle, "clusters"), err, errlen) < 0 ||
         build_endpoints(s, json_object_get(bundle, "endpoints"), err, errlen) < 0 ||
-        build_listeners(s, s->listeners, wl, err, errlen) < 0 ||
+        build_listeners(s, json_object_get(bundle, "listeners"), wl, err, errlen) < 0 ||
+        !(s->listeners = wf_jpack(json_object_get(bundle, "listeners"))) ||
         !(s->dump_rest = dump_rest(bundle))) {
         if (!err[0])
             snprintf(err, errlen, "out of memory building the configuration snapshot");
@@ -828,12 +835,17 @@ wf_snapshot *wf_snapshot_build(json_t *bundle, const wf_workload_info *wl, char 
     return s;
 }
 
+json_t *wf_snapshot_listeners(const wf_snapshot *s)
+{
+    return s ? wf_junpack(s->listeners) : NULL;
+}
+
 json_t *wf_snapshot_dump(const wf_snapshot *s)
 {
     json_t *d = json_object(), *chains = json_object();
 
     json_object_set_new(d, "version_info", json_string(s->version));
-    json_object_set(d, "listeners", s->listeners);
+    json_object_set_new(d, "listeners", wf_snapshot_listeners(s));
     json_object_set_new(d, "clusters", dump_member(json_object_get(s->dump_rest, "clusters")));
     json_object_set_new(d, "endpoints", dump_member(json_object_get(s->dump_rest, "endpoints")));
     for (size_t i = 0; i < s->n_ls; i++) {

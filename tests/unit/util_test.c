@@ -9,6 +9,7 @@
 
 #include "test.h"
 #include "util/arena.h"
+#include "util/ctree.h"
 #include "util/flags.h"
 #include "util/jarena.h"
 #include "util/jpack.h"
@@ -208,6 +209,59 @@ TEST(lz_round_trips_and_refuses_garbage)
     CHECK_INT(wf_lz_size((const uint8_t *)"\xff", 1), (size_t)-1);
 }
 
+TEST(ctree_reads_like_the_json)
+{
+    json_t *j = json_loads("{\"name\":\"r1\",\"n\":-7,\"w\":2.5,\"on\":true,\"off\":false,"
+                           "\"none\":null,\"list\":[\"r1\",{\"prefix\":\"/\"},[]],\"z\":{}}",
+                           0, NULL);
+    wf_value *t = wf_ctree_new(j), *empty = wf_ctree_new(NULL);
+    const wf_value *list, *v;
+    size_t len;
+
+    CHECK(t != NULL);
+    CHECK_INT(wf_ctree_type(t), WF_VALUE_MAP);
+    CHECK_INT(wf_ctree_len(t), 8);
+    /* keys in the order written, values by index or key */
+    CHECK_STR(wf_ctree_key_at(t, 0), "name");
+    CHECK_STR(wf_ctree_key_at(t, 7), "z");
+    CHECK(wf_ctree_key_at(t, 8) == NULL);
+    CHECK_STR(wf_ctree_string(wf_ctree_at(t, 0), &len), "r1");
+    CHECK_INT(len, 2);
+    CHECK_INT(wf_ctree_int(wf_ctree_get(t, "n")), -7);
+    CHECK(wf_ctree_double(wf_ctree_get(t, "n")) == -7.0);
+    CHECK(wf_ctree_double(wf_ctree_get(t, "w")) == 2.5);
+    CHECK_INT(wf_ctree_int(wf_ctree_get(t, "w")), 2);
+    CHECK_INT(wf_ctree_bool(wf_ctree_get(t, "on")), 1);
+    CHECK_INT(wf_ctree_bool(wf_ctree_get(t, "off")), 0);
+    CHECK_INT(wf_ctree_type(wf_ctree_get(t, "off")), WF_VALUE_BOOL);
+    CHECK_INT(wf_ctree_type(wf_ctree_get(t, "none")), WF_VALUE_NULL);
+    CHECK(wf_ctree_get(t, "missing") == NULL);
+    CHECK(wf_ctree_get(t, "nam") == NULL);
+    list = wf_ctree_get(t, "list");
+    CHECK_INT(wf_ctree_type(list), WF_VALUE_LIST);
+    CHECK_INT(wf_ctree_len(list), 3);
+    /* one copy of each distinct string */
+    CHECK(wf_ctree_string(wf_ctree_at(list, 0), NULL) == wf_ctree_string(wf_ctree_get(t, "name"), NULL));
+    v = wf_ctree_get(wf_ctree_at(list, 1), "prefix");
+    CHECK_STR(wf_ctree_string(v, NULL), "/");
+    CHECK_INT(wf_ctree_len(wf_ctree_at(list, 2)), 0);
+    CHECK(wf_ctree_at(list, 3) == NULL);
+    /* nodes are stable: the same one each time */
+    CHECK(wf_ctree_at(list, 1) == wf_ctree_at(wf_ctree_get(t, "list"), 1));
+    /* what is not of a kind reads as nothing */
+    CHECK(wf_ctree_string(list, NULL) == NULL);
+    CHECK_INT(wf_ctree_int(list), 0);
+    CHECK_INT(wf_ctree_len(v), 0);
+    CHECK(wf_ctree_get(list, "x") == NULL);
+    CHECK_INT(wf_ctree_type(NULL), WF_VALUE_NULL);
+    /* no tree given: an empty map */
+    CHECK_INT(wf_ctree_type(empty), WF_VALUE_MAP);
+    CHECK_INT(wf_ctree_len(empty), 0);
+    wf_ctree_free(t);
+    wf_ctree_free(empty);
+    json_decref(j);
+}
+
 static void *made_elsewhere;
 static void other_thread(void *unused)
 {
@@ -276,6 +330,7 @@ int main(void)
     RUN(addr_split);
     RUN(jpack_round_trip);
     RUN(jarena_region);
+    RUN(ctree_reads_like_the_json);
     RUN(jpack_shrinks_repetitive_config);
     RUN(lz_round_trips_and_refuses_garbage);
     return TEST_SUMMARY();
