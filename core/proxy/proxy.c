@@ -32,6 +32,7 @@
 #include "translate/translate.h"
 #include "util/flags.h"
 #include "util/file.h"
+#include "util/jarena.h"
 #include "util/log.h"
 #include "xds/client.h"
 
@@ -762,6 +763,7 @@ static wf_snapshot *settle_and_build(json_t **bundle, wf_config **cfg, char *err
 
 static void trim_cb(uv_timer_t *t)
 {
+    wf_jarena_release();
     malloc_trim(0);
 }
 

@@ -23,7 +23,8 @@ static char *base;     /* the reserved range, kept for the process's life */
 static size_t used;    /* bytes handed out since wf_jarena_begin */
 static size_t touched; /* the most used since the last release */
 static int open_, spilled;
-static __thread int mine; /* the calling thread has the region open */
+static __thread int opened; /* the calling thread opened the region */
+static __thread int mine;   /* ... and its JSON goes there now */
 
 static void *ja_malloc(size_t n)
 {
@@ -61,10 +62,20 @@ int wf_jarena_begin(void)
          * before are freed as they always were. */
         json_set_alloc_funcs(ja_malloc, ja_free);
     }
-    open_ = mine = 1;
+    open_ = opened = mine = 1;
     used = 0;
     spilled = 0;
     return 0;
+}
+
+void wf_jarena_pause(void)
+{
+    mine = 0;
+}
+
+void wf_jarena_resume(void)
+{
+    mine = opened;
 }
 
 int wf_jarena_whole(void)
@@ -74,13 +85,13 @@ int wf_jarena_whole(void)
 
 void wf_jarena_end(void)
 {
-    if (!open_ || !mine)
+    if (!open_ || !opened)
         return;
     if (used > touched)
         touched = used;
     POISON(base, used); /* under ASan, a value used after the end is reported */
     used = 0;
-    open_ = mine = 0;
+    open_ = opened = mine = 0;
 }
 
 void wf_jarena_release(void)

@@ -11,9 +11,11 @@
  * range).  wf_jarena_end empties the region: everything made in it must be
  * dropped (or never looked at again) before.  The pages stay for the next
  * translation until wf_jarena_release gives them back.  Other threads, and
- * this one outside begin/end, allocate JSON from malloc as before.
+ * this one outside begin/end or while paused, allocate JSON from malloc as
+ * before.
  *
- * One thread at a time: istiod's translation thread, while the loop waits.
+ * One thread at a time: istiod's translation thread, while the loop waits;
+ * a proxy's main thread for the trees it unpacks to apply an xDS push.
  */
 #ifndef WF_UTIL_JARENA_H
 #define WF_UTIL_JARENA_H
@@ -28,6 +30,10 @@ int wf_jarena_begin(void);
  * made there holds no malloc'd memory and need not be freed value by
  * value. */
 int wf_jarena_whole(void);
+/* Between these the opening thread's JSON comes from malloc again (what
+ * must outlive the region); the region stays open. */
+void wf_jarena_pause(void);
+void wf_jarena_resume(void);
 /* Ends the region and makes it empty. */
 void wf_jarena_end(void);
 /* Gives the region's pages back to the kernel (when idle). */

@@ -18,6 +18,7 @@
 #include "envoy/service/discovery/v3/discovery.pb-c.h"
 #include "grpc/grpc.h"
 #include "util/flags.h"
+#include "util/jarena.h"
 #include "util/jpack.h"
 #include "util/log.h"
 
@@ -428,7 +429,23 @@ typedef struct pick {
     json_t *listeners, *clusters; /* unpacked (owned) */
     json_t *eds;        /* cluster_name -> assignment for every EDS cluster used (owned) */
     json_t *eds_packed; /* the same, packed (owned) */
+    int region;         /* the unpacked trees go to the JSON region (util/jarena.h) */
 } pick;
+
+/* A packed value's tree; in the JSON region when the pick has one open
+ * (the trees live only while the bundle is applied, and as malloc's they
+ * would leave the pages of what the snapshot keeps full of holes). */
+static json_t *unpack(const pick *p, const json_t *packed)
+{
+    json_t *v;
+
+    if (p->region)
+        wf_jarena_resume();
+    v = wf_junpack(packed);
+    if (p->region)
+        wf_jarena_pause();
+    return v;
+}
 
 static void pick_free(pick *p)
 {
@@ -441,7 +458,7 @@ static void pick_free(pick *p)
 
 /* Fills p; returns 1 when every part is there, 0 when not, -1 out of
  * memory. */
-static int make_pick(const wf_xdsc *st, int fallback, pick *p)
+static int make_pick(const wf_xdsc *st, int fallback, int region, pick *p)
 {
     const json_t *primary, *secondary;
     char **names = NULL;
@@ -449,6 +466,7 @@ static int make_pick(const wf_xdsc *st, int fallback, pick *p)
     int ok = 1;
 
     memset(p, 0, sizeof(*p));
+    p->region = region;
     for (int t = 0; t < WF_XDSC_NTYPES; t++) {
         const wf_xdsc_tstate *ts = &st->t[t];
         p->reverted[t] = fallback && ts->status == WF_XDSC_NACKED && ts->applied_held;
@@ -463,8 +481,8 @@ static int make_pick(const wf_xdsc *st, int fallback, pick *p)
     secondary = !fallback                  ? NULL
                 : p->reverted[WF_XDSC_EDS] ? st->t[WF_XDSC_EDS].held
                                            : st->t[WF_XDSC_EDS].applied_held;
-    if (!(p->listeners = wf_junpack(p->res[WF_XDSC_LDS])) ||
-        !(p->clusters = wf_junpack(p->res[WF_XDSC_CDS])) ||
+    if (!(p->listeners = unpack(p, p->res[WF_XDSC_LDS])) ||
+        !(p->clusters = unpack(p, p->res[WF_XDSC_CDS])) ||
         (n = wf_xdsc_eds_names(p->clusters, &names)) < 0 || !(p->eds = json_object()) ||
         !(p->eds_packed = json_object())) {
         if (n > 0)
@@ -479,7 +497,7 @@ static int make_pick(const wf_xdsc *st, int fallback, pick *p)
         if (!v)
             ok = 0;
         else if (json_object_set(p->eds_packed, names[i], v) < 0 ||
-                 json_object_set_new(p->eds, names[i], wf_junpack(v)) < 0)
+                 json_object_set_new(p->eds, names[i], unpack(p, v)) < 0)
             ok = -1;
     }
     wf_xdsc_names_free(names, (size_t)n);
@@ -541,7 +559,7 @@ json_t *wf_xdsc_bundle(const wf_xdsc *st)
     pick p;
     json_t *b;
 
-    if (make_pick(st, 0, &p) != 1)
+    if (make_pick(st, 0, 0, &p) != 1)
         return NULL;
     b = pick_bundle(&p);
     pick_free(&p);
@@ -561,14 +579,14 @@ static int same_resources(const json_t *a, const json_t *b)
 /* One build: 1 applied, 0 the same as applied (skipped), -2 refused (err),
  * -3 nothing to build from, -1 out of memory.  On success the applied
  * state and the ACKs are done. */
-static int try_apply(wf_xdsc *st, int fallback, wf_xds_apply_fn apply, void *ud, char *err,
-                     size_t errlen)
+static int build_apply(wf_xdsc *st, int fallback, int region, wf_xds_apply_fn apply, void *ud,
+                       char *err, size_t errlen)
 {
     json_t *bundle, *raw;
     int unchanged, rc;
     pick p;
 
-    if ((rc = make_pick(st, fallback, &p)) != 1)
+    if ((rc = make_pick(st, fallback, region, &p)) != 1)
         return rc < 0 ? -1 : -3;
     /* raw: what the bundle is made of, packed (the endpoints follow from
      * the clusters and the assignments), taken before the owner may
@@ -623,6 +641,22 @@ static int try_apply(wf_xdsc *st, int fallback, wf_xds_apply_fn apply, void *ud,
             return -1;
     }
     return unchanged ? 0 : 1;
+}
+
+static int try_apply(wf_xdsc *st, int fallback, wf_xds_apply_fn apply, void *ud, char *err,
+                     size_t errlen)
+{
+    /* The trees unpacked for the build live in the JSON region, emptied
+     * once it is applied; everything else (what the client and the
+     * snapshot keep) comes from malloc as usual. */
+    int region = wf_jarena_begin() == 0, rc;
+
+    if (region)
+        wf_jarena_pause();
+    rc = build_apply(st, fallback, region, apply, ud, err, errlen);
+    if (region)
+        wf_jarena_end();
+    return rc;
 }
 
 int wf_xdsc_apply(wf_xdsc *st, wf_xds_apply_fn apply, void *ud)

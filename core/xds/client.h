@@ -108,10 +108,13 @@ typedef struct wf_xdsc {
 
 /* The owner's side of applying a bundle {version_info, listeners,
  * clusters, endpoints}.  bundle is a new object made for this call (the
- * owner may replace its members and keep references); the resources in it
- * are shared with the client's state and must not be modified.  Returns 0
- * when applied, or -1 with a one-line reason in err (sent as the NACK's
- * error_detail). */
+ * owner may replace its members); the resources in it are trees unpacked
+ * for this call only, in the JSON region (util/jarena.h): the owner keeps
+ * nothing of them past the call (it copies what it keeps; JSON it makes
+ * during the call comes from malloc), and must not modify them.  The
+ * member "packed" ({clusters, endpoints}, packed) is shared with the
+ * client's state and may be kept.  Returns 0 when applied, or -1 with a
+ * one-line reason in err (sent as the NACK's error_detail). */
 typedef int (*wf_xds_apply_fn)(json_t *bundle, void *ud, char *err, size_t errlen);
 
 /* node: a new reference is taken.  Returns 0, -1 out of memory. */

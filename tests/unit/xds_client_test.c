@@ -151,7 +151,7 @@ static int apply_cb(json_t *bundle, void *ud, char *err, size_t errlen)
         return -1;
     }
     json_decref(o->last);
-    o->last = json_incref(bundle);
+    o->last = json_deep_copy(bundle); /* its trees live only during the call */
     return 0;
 }
 
