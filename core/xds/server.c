@@ -419,15 +419,6 @@ int wf_xds_state_plain_ack(wf_xds_stream_state *st, const wf_xds_request_view *v
     return ack(ts, version, now_ms, out) < 0 ? -1 : 1;
 }
 
-void wf_xds_version(const json_t *resources, char buf[17])
-{
-    char *dump = json_dumps(resources, JSON_COMPACT | JSON_SORT_KEYS | JSON_ENCODE_ANY);
-    uint64_t h = dump ? wf_hash(dump, strlen(dump)) : 0;
-
-    snprintf(buf, 17, "%016" PRIx64, h);
-    free(dump);
-}
-
 static const char *res_name(int type, const json_t *r)
 {
     return json_string_value(json_object_get(r, type == WF_XDS_EDS ? "cluster_name" : "name"));
@@ -485,59 +476,6 @@ static long find_alias(char *const *names, size_t n, const wf_map *byname, const
     return best;
 }
 
-json_t *wf_xds_select(int type, const json_t *all, const wf_xds_type_state *ts, const char *ns)
-{
-    json_t *out = json_array(), *r;
-    wf_map byname;
-    char **names = NULL;
-    size_t i, n = json_array_size(all);
-
-    if (!out)
-        return NULL;
-    if (!json_is_array(all))
-        return out;
-    if (ts->wildcard) {
-        json_array_foreach (all, i, r)
-            if (json_array_append(out, r) < 0)
-                goto oom;
-        return out;
-    }
-    if (n && !(names = calloc(n, sizeof(*names))))
-        goto oom;
-    wf_map_init(&byname);
-    json_array_foreach (all, i, r) {
-        const char *nm = res_name(type, r);
-        names[i] = (char *)nm;
-        if (nm && !wf_map_get(&byname, nm, strlen(nm)) &&
-            wf_map_put(&byname, nm, strlen(nm), (void *)(uintptr_t)(i + 1)) < 0) {
-            wf_map_free(&byname);
-            free(names);
-            goto oom;
-        }
-    }
-    for (i = 0; i < ts->n_names; i++) {
-        const char *want = ts->names[i];
-        uintptr_t j = (uintptr_t)wf_map_get(&byname, want, strlen(want));
-        long a;
-        if (j) {
-            if (json_array_append(out, json_array_get(all, j - 1)) < 0)
-                break;
-        } else if (type == WF_XDS_LDS && (a = find_alias(names, n, &byname, want, ns)) >= 0) {
-            json_t *copy = json_deep_copy(json_array_get(all, (size_t)a));
-            if (!copy || json_object_set_new(copy, "name", json_string(want)) < 0 ||
-                json_array_append_new(out, copy) < 0)
-                break;
-        }
-    }
-    wf_map_free(&byname);
-    free(names);
-    if (i == ts->n_names)
-        return out;
-oom:
-    json_decref(out);
-    return NULL;
-}
-
 /* Records a response of version as sent on ts: its nonce into nonce[24].
  * Returns 0, or -1 on out of memory (nothing recorded). */
 static int record_sent(wf_xds_stream_state *st, wf_xds_type_state *ts, const char *version,
@@ -558,49 +496,6 @@ static int record_sent(wf_xds_stream_state *st, wf_xds_type_state *ts, const cha
 static int due(const wf_xds_type_state *ts, const char *version)
 {
     return ts->owed || !ts->sent_version || strcmp(version, ts->sent_version) != 0;
-}
-
-int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, const char *ns,
-                         uint64_t trigger_ms, wf_xds_response *out)
-{
-    wf_xds_type_state *ts;
-    json_t *sel;
-    char version[17], nonce[24];
-
-    memset(out, 0, sizeof(*out));
-    if (type < 0 || type >= WF_XDS_NTYPES || !st->t[type].subscribed)
-        return 0;
-    ts = &st->t[type];
-    if (!(sel = wf_xds_select(type, all, ts, ns)))
-        return -1;
-    wf_xds_version(sel, version);
-    if (!due(ts, version)) {
-        json_decref(sel);
-        return 0;
-    }
-    if (record_sent(st, ts, version, trigger_ms, nonce) < 0) {
-        json_decref(sel);
-        return -1;
-    }
-    /* The JSON form is always whole: what the client holds afterwards is
-     * not known resource by resource. */
-    digest_unref(ts->sent_digest);
-    ts->sent_digest = NULL;
-    out->version_info = strdup(version);
-    out->type_url = strdup(type_urls[type]);
-    out->nonce = strdup(nonce);
-    out->control_plane = strdup(CONTROL_PLANE);
-    out->resources = sel;
-    if (!out->version_info || !out->type_url || !out->nonce || !out->control_plane) {
-        free(out->version_info);
-        free(out->type_url);
-        free(out->nonce);
-        free(out->control_plane);
-        json_decref(sel);
-        memset(out, 0, sizeof(*out));
-        return -1;
-    }
-    return 1;
 }
 
 /* ---- snapshots ----------------------------------------------------------------------------- */

@@ -135,34 +135,6 @@ int wf_xds_state_request(wf_xds_stream_state *st, const wf_xds_request *req, uin
 int wf_xds_state_plain_ack(wf_xds_stream_state *st, const wf_xds_request_view *v, uint64_t now_ms,
                            wf_xds_outcome *out);
 
-/*
- * The resources of one type that a subscription gets, from all (a JSON
- * array of every resource of that type for this proxy): everything for a
- * wildcard subscription, else the named ones in name order.  A Listener
- * asked for by a short alias ("reviews:9080", "reviews.default:9080",
- * "reviews.default.svc:9080", or a host without a port) is the FQDN
- * listener ("<FQDN>:<port>", FQDN resolved in ns) renamed to the name
- * asked.  Returns a new array (deep copies where renamed), NULL on out of
- * memory.
- */
-json_t *wf_xds_select(int type, const json_t *all, const wf_xds_type_state *ts, const char *ns);
-
-/* The version of a set of resources: FNV-1a 64 of their JSON with sorted
- * keys, as 16 hex digits into buf (17 bytes). */
-void wf_xds_version(const json_t *resources, char buf[17]);
-
-/*
- * The response a stream is owed for type, given all (see wf_xds_select),
- * in JSON form: the decision the server takes (wf_xds_state_respond) for
- * tests and tools, versioned with wf_xds_version and always whole.
- * Returns 1 and fills *out (caller frees with wf_xds_response_free) and
- * records it as sent (version, nonce, trigger_ms for convergence); 0 when
- * nothing is owed (type not subscribed, or the same version already sent
- * and no response owed); -1 on out of memory.
- */
-int wf_xds_state_prepare(wf_xds_stream_state *st, int type, const json_t *all, const char *ns,
-                         uint64_t trigger_ms, wf_xds_response *out);
-
 /* ---- snapshots: one translation, encoded once for all its streams ---- */
 
 typedef struct wf_xds_snapshot wf_xds_snapshot;
@@ -198,9 +170,9 @@ typedef struct wf_xds_push {
 } wf_xds_push;
 
 /*
- * What wf_xds_state_prepare decides, from a snapshot: the response st is
- * owed for type, as bytes (body then tail; body is valid while sn is).
- * The selection, version and encoding are made once per snapshot and
+ * The response st is owed for type from a snapshot, as bytes (body then
+ * tail; body is valid while sn is).  The selection, version and encoding
+ * are made once per snapshot and
  * subscription and shared by every stream that has the same.  An EDS
  * stream that ACKed the last whole set it was sent, with the same names,
  * gets only the assignments whose bytes changed (delta set), unless one
@@ -209,8 +181,11 @@ typedef struct wf_xds_push {
  * be encoded (or memory ran out), -2 for the same failure already
  * reported for this snapshot (so a caller logs it once, not per stream).
  * A wildcard subscription gets the snapshot's response for the type as
- * is; named ones get the resources named that exist, in name order
- * (listener aliases as wf_xds_select renames them).
+ * is; named ones get the resources named that exist, in name order.  A
+ * Listener asked for by a short alias ("reviews:9080",
+ * "reviews.default:9080", "reviews.default.svc:9080", or a host without a
+ * port: the service's lowest port) is the FQDN listener ("<FQDN>:<port>",
+ * FQDN resolved in ns) renamed to the name asked.
  */
 int wf_xds_state_respond(wf_xds_stream_state *st, int type, wf_xds_snapshot *sn, const char *ns,
                          uint64_t trigger_ms, wf_xds_push *out, char *err, size_t errlen);

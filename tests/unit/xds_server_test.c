@@ -35,18 +35,6 @@ static json_t *node(void)
                      "NAMESPACE", "default");
 }
 
-/* Frees what wf_xds_state_prepare filled (the codec's free does the same;
- * this test does not link the codec). */
-static void resp_free(wf_xds_response *r)
-{
-    free(r->version_info);
-    free(r->type_url);
-    free(r->nonce);
-    free(r->control_plane);
-    json_decref(r->resources);
-    memset(r, 0, sizeof(*r));
-}
-
 static json_t *clusters(const char *lb)
 {
     return json_pack("[{s:s, s:s}, {s:s, s:s}]", "name", "outbound|9080||a", "lb_policy", lb,
@@ -58,6 +46,46 @@ static json_t *cla(const char *name, const char *ip)
     return json_pack("{s:s, s:[{s:[{s:{s:{s:{s:s, s:i}}}}]}]}", "cluster_name", name, "endpoints",
                      "lb_endpoints", "endpoint", "address", "socket_address", "address", ip,
                      "port_value", 9080);
+}
+
+static json_t *listener(const char *name, int port)
+{
+    return json_pack("{s:s, s:{s:{s:s, s:i}}}", "name", name, "address", "socket_address",
+                     "address", "127.0.0.1", "port_value", port);
+}
+
+/* The message a push sends: body then tail. */
+static size_t push_bytes(const wf_xds_push *p, uint8_t *buf, size_t cap)
+{
+    if (p->body_len + p->tail_len > cap)
+        return 0;
+    memcpy(buf, p->body, p->body_len);
+    memcpy(buf + p->body_len, p->tail, p->tail_len);
+    return p->body_len + p->tail_len;
+}
+
+/* What st is owed for type when a translation's resources of that type
+ * are all: made into a snapshot, pushed as the server pushes, and decoded
+ * back into resp (free with wf_xds_response_free) when there is one. */
+static int respond(wf_xds_stream_state *st, int type, json_t *all, uint64_t now,
+                   wf_xds_response *resp)
+{
+    json_t *b = json_pack("{s:[], s:[], s:[]}", "listeners", "clusters", "endpoints");
+    wf_xds_snapshot *sn;
+    wf_xds_push p;
+    uint8_t m[65536];
+    char err[512];
+    int r;
+
+    memset(resp, 0, sizeof(*resp));
+    json_object_set(b, wf_xds_bundle_key(type), all);
+    sn = wf_xds_snapshot_new(b);
+    r = wf_xds_state_respond(st, type, sn, "default", now, &p, err, sizeof(err));
+    if (r == 1)
+        CHECK(wf_xds_response_decode(m, push_bytes(&p, m, sizeof(m)), resp, err, sizeof(err)) == 0);
+    wf_xds_snapshot_unref(sn);
+    json_decref(b);
+    return r;
 }
 
 /* Starts a stream with its first request (CDS, wildcard). */
@@ -101,7 +129,7 @@ TEST(first_request_subscribes_wildcard)
     CHECK(st.t[WF_XDS_CDS].subscribed && st.t[WF_XDS_CDS].wildcard);
     CHECK(st.node != NULL);
 
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, all, 900, &resp), 1);
     CHECK_STR(resp.type_url, WF_TYPE_CLUSTER);
     CHECK_STR(resp.nonce, "1");
     CHECK_INT(strlen(resp.version_info), 16);
@@ -109,11 +137,11 @@ TEST(first_request_subscribes_wildcard)
     CHECK_STR(st.t[WF_XDS_CDS].sent_version, resp.version_info);
     CHECK_STR(st.t[WF_XDS_CDS].sent_nonce, "1");
     CHECK(st.t[WF_XDS_CDS].acked_version == NULL);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     /* Nothing owed any more, nothing changed: no second response. */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 0);
+    CHECK_INT(respond(&st, WF_XDS_CDS, all, 900, &resp), 0);
     /* Types never asked for get nothing. */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_LDS, all, "default", 900, &resp), 0);
+    CHECK_INT(respond(&st, WF_XDS_LDS, all, 900, &resp), 0);
     json_decref(all);
     wf_xds_state_free(&st);
 }
@@ -128,9 +156,9 @@ TEST(ack_records_version_and_convergence)
     wf_xds_request r;
 
     start(&st, &o);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, all, "default", 900, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, all, 900, &resp), 1);
     snprintf(v, sizeof(v), "%s", resp.version_info);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     r = req(WF_TYPE_CLUSTER, v, "1", NULL);
     CHECK(wf_xds_state_request(&st, &r, 1250, &o, err, sizeof(err)) == 0);
     CHECK_INT(o.verdict, WF_XDS_ACK);
@@ -157,18 +185,18 @@ TEST(nack_keeps_last_good_and_counts)
     wf_xds_request r;
 
     start(&st, &o);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, good, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, good, 0, &resp), 1);
     snprintf(v1, sizeof(v1), "%s", resp.version_info);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     r = req(WF_TYPE_CLUSTER, v1, "1", NULL);
     CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
 
     /* The content changes: a new version and nonce. */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 20, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, bad, 20, &resp), 1);
     snprintf(v2, sizeof(v2), "%s", resp.version_info);
     CHECK(strcmp(v1, v2) != 0);
     CHECK_STR(resp.nonce, "2");
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
 
     /* The client refuses it: same nonce, its old version, error_detail. */
     r = req(WF_TYPE_CLUSTER, v1, "2", NULL);
@@ -183,19 +211,19 @@ TEST(nack_keeps_last_good_and_counts)
     CHECK_STR(st.t[WF_XDS_CDS].last_nack, r.error_message);
     CHECK_INT(st.t[WF_XDS_CDS].n_nacks, 1);
     /* The refused content is not sent again... */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 40, &resp), 0);
+    CHECK_INT(respond(&st, WF_XDS_CDS, bad, 40, &resp), 0);
     /* ...a fix is, and its ACK clears the NACK. */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, good, "default", 50, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, good, 50, &resp), 1);
     CHECK_STR(resp.version_info, v1);
     CHECK_STR(resp.nonce, "3");
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     r = req(WF_TYPE_CLUSTER, v1, "3", NULL);
     CHECK(wf_xds_state_request(&st, &r, 60, &o, err, sizeof(err)) == 0);
     CHECK_INT(o.verdict, WF_XDS_ACK);
     CHECK(st.t[WF_XDS_CDS].last_nack == NULL);
     /* A NACK without a message still says something. */
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, bad, "default", 70, &resp), 1);
-    resp_free(&resp);
+    CHECK_INT(respond(&st, WF_XDS_CDS, bad, 70, &resp), 1);
+    wf_xds_response_free(&resp);
     r = req(WF_TYPE_CLUSTER, v1, "4", NULL);
     r.has_error = 1;
     r.error_code = 13;
@@ -218,11 +246,11 @@ TEST(stale_nonce_ignored)
     wf_xds_request r;
 
     start(&st, &o);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, a, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_CDS, a, 0, &resp), 1);
     snprintf(v1, sizeof(v1), "%s", resp.version_info);
-    resp_free(&resp);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, b, "default", 0, &resp), 1);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
+    CHECK_INT(respond(&st, WF_XDS_CDS, b, 0, &resp), 1);
+    wf_xds_response_free(&resp);
     /* The ACK of nonce 1 arrives after nonce 2 went out: stale. */
     r = req(WF_TYPE_CLUSTER, v1, "1", NULL);
     CHECK(wf_xds_state_request(&st, &r, 10, &o, err, sizeof(err)) == 0);
@@ -249,26 +277,20 @@ TEST(version_changes_only_with_content)
     wf_xds_outcome o;
     wf_xds_response resp;
     json_t *a = clusters("ROUND_ROBIN"), *same, *c;
-    char v1[17], v2[17], v3[17];
+    char v1[17];
 
     /* The same resources built again, keys in another order. */
     same = json_pack("[{s:s, s:s}, {s:s, s:s}]", "lb_policy", "ROUND_ROBIN", "name",
                      "outbound|9080||a", "lb_policy", "ROUND_ROBIN", "name", "outbound|9080||b");
-    wf_xds_version(a, v1);
-    wf_xds_version(same, v2);
-    CHECK_STR(v1, v2);
     c = clusters("RANDOM");
-    wf_xds_version(c, v3);
-    CHECK(strcmp(v1, v3) != 0);
-
     start(&st, &o);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, a, "default", 0, &resp), 1);
-    CHECK_STR(resp.version_info, v1);
-    resp_free(&resp);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, same, "default", 0, &resp), 0);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_CDS, c, "default", 0, &resp), 1);
-    CHECK_STR(resp.version_info, v3);
-    resp_free(&resp);
+    CHECK_INT(respond(&st, WF_XDS_CDS, a, 0, &resp), 1);
+    snprintf(v1, sizeof(v1), "%s", resp.version_info);
+    wf_xds_response_free(&resp);
+    CHECK_INT(respond(&st, WF_XDS_CDS, same, 0, &resp), 0);
+    CHECK_INT(respond(&st, WF_XDS_CDS, c, 0, &resp), 1);
+    CHECK(strcmp(resp.version_info, v1) != 0);
+    wf_xds_response_free(&resp);
     json_decref(a);
     json_decref(same);
     json_decref(c);
@@ -295,10 +317,10 @@ TEST(eds_named_subscriptions)
     CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
     CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
     CHECK(!st.t[WF_XDS_EDS].wildcard);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_EDS, all, 0, &resp), 1);
     CHECK_INT(json_array_size(resp.resources), 0);
     snprintf(nonce, sizeof(nonce), "%s", resp.nonce);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
 
     /* Names come with the ACK: sorted, unique; a response is owed. */
     r = req(WF_TYPE_ENDPOINT, "", nonce, ba);
@@ -307,7 +329,7 @@ TEST(eds_named_subscriptions)
     CHECK(o.respond);
     CHECK_INT(st.t[WF_XDS_EDS].n_names, 2);
     CHECK_STR(st.t[WF_XDS_EDS].names[0], "outbound|9080||a");
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_EDS, all, 0, &resp), 1);
     CHECK_INT(json_array_size(resp.resources), 2);
     CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 0), "cluster_name")),
               "outbound|9080||a");
@@ -315,7 +337,7 @@ TEST(eds_named_subscriptions)
               "outbound|9080||b");
     snprintf(v1, sizeof(v1), "%s", resp.version_info);
     snprintf(nonce, sizeof(nonce), "%s", resp.nonce);
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     r = req(WF_TYPE_ENDPOINT, v1, nonce, ba);
     CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
     CHECK_INT(o.verdict, WF_XDS_ACK);
@@ -324,19 +346,19 @@ TEST(eds_named_subscriptions)
     /* An endpoint of an unsubscribed cluster changes: no push. */
     all2 = json_pack("[o, o, o]", cla("outbound|9080||a", "10.0.0.1"),
                      cla("outbound|9080||b", "10.0.0.2"), cla("outbound|9080||c", "10.9.9.9"));
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all2, "default", 0, &resp), 0);
+    CHECK_INT(respond(&st, WF_XDS_EDS, all2, 0, &resp), 0);
 
     /* The subscription changes: only what is asked for and exists. */
     r = req(WF_TYPE_ENDPOINT, v1, nonce, bc);
     CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
     CHECK(o.respond);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_EDS, all2, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_EDS, all2, 0, &resp), 1);
     CHECK_INT(json_array_size(resp.resources), 2);
     CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 0), "cluster_name")),
               "outbound|9080||b");
     CHECK_STR(json_string_value(json_object_get(json_array_get(resp.resources, 1), "cluster_name")),
               "outbound|9080||c");
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     json_decref(all);
     json_decref(all2);
     wf_xds_state_free(&st);
@@ -347,10 +369,10 @@ TEST(lds_named_aliases)
     wf_xds_stream_state st;
     wf_xds_outcome o;
     wf_xds_response resp;
-    json_t *all = json_pack("[{s:s, s:i}, {s:s, s:i}, {s:s, s:i}]", "name",
-                            "reviews.default.svc.cluster.local:9443", "n", 2, "name",
-                            "reviews.default.svc.cluster.local:9080", "n", 1, "name",
-                            "ratings.prod.svc.cluster.local:9080", "n", 3);
+    /* Told apart by their ports: 2, 1, 3. */
+    json_t *all = json_pack("[o, o, o]", listener("reviews.default.svc.cluster.local:9443", 2),
+                            listener("reviews.default.svc.cluster.local:9080", 1),
+                            listener("ratings.prod.svc.cluster.local:9080", 3));
     const char *const names[] = {"reviews:9080",
                                  "reviews.default:9080",
                                  "reviews.default.svc:9443",
@@ -371,19 +393,22 @@ TEST(lds_named_aliases)
     CHECK(wf_xds_state_request(&st, &r, 0, &o, err, sizeof(err)) == 0);
     CHECK_INT(o.verdict, WF_XDS_SUBSCRIBE);
     CHECK(!st.t[WF_XDS_LDS].wildcard);
-    CHECK_INT(wf_xds_state_prepare(&st, WF_XDS_LDS, all, "default", 0, &resp), 1);
+    CHECK_INT(respond(&st, WF_XDS_LDS, all, 0, &resp), 1);
     CHECK_INT(json_array_size(resp.resources), 6);
     for (size_t i = 0; i < 6; i++) {
         json_t *l = json_array_get(resp.resources, i);
         char n[8];
-        snprintf(n, sizeof(n), "%d", (int)json_integer_value(json_object_get(l, "n")));
+        snprintf(n, sizeof(n), "%d",
+                 (int)json_integer_value(json_object_get(
+                     json_object_get(json_object_get(l, "address"), "socket_address"),
+                     "port_value")));
         CHECK_STR(json_string_value(json_object_get(l, "name")), want[i][0]);
         CHECK_STR(n, want[i][1]);
     }
-    /* The translator's resources were copied, not renamed in place. */
+    /* The translator's resources were not renamed in place. */
     CHECK_STR(json_string_value(json_object_get(json_array_get(all, 1), "name")),
               "reviews.default.svc.cluster.local:9080");
-    resp_free(&resp);
+    wf_xds_response_free(&resp);
     json_decref(all);
     wf_xds_state_free(&st);
 }
@@ -415,12 +440,6 @@ TEST(unknown_type_and_reconnect_nonce)
 
 /* ---- snapshots: responses encoded once per translation ---------------------------------- */
 
-static json_t *listener(const char *name, int port)
-{
-    return json_pack("{s:s, s:{s:{s:s, s:i}}}", "name", name, "address", "socket_address",
-                     "address", "127.0.0.1", "port_value", port);
-}
-
 /* A translation: clusters a and b, their assignments (b's at ip_b), a
  * listener. */
 static json_t *bundle(const char *lb, const char *ip_b)
@@ -429,16 +448,6 @@ static json_t *bundle(const char *lb, const char *ip_b)
                      cla("outbound|9080||a", "10.0.0.1"), cla("outbound|9080||b", ip_b),
                      cla("outbound|9080||c", "10.0.0.3"), "listeners",
                      listener("virtualOutbound", 15001));
-}
-
-/* The message a push sends: body then tail. */
-static size_t push_bytes(const wf_xds_push *p, uint8_t *buf, size_t cap)
-{
-    if (p->body_len + p->tail_len > cap)
-        return 0;
-    memcpy(buf, p->body, p->body_len);
-    memcpy(buf + p->body_len, p->tail, p->tail_len);
-    return p->body_len + p->tail_len;
 }
 
 /* Subscribes st to type with names (NULL: wildcard, or nothing for EDS). */
