@@ -31,6 +31,33 @@ void wf_http_reply_text(wf_http_reply *r, int status, const char *ctype, const c
     r->len = r->body ? strlen(r->body) : 0;
 }
 
+int wf_http_path_is(const char *path, const char *p)
+{
+    size_t pl = strcspn(path, "?");
+
+    return pl == strlen(p) && strncmp(path, p, pl) == 0;
+}
+
+int wf_http_refuse_unless_get(const char *method, wf_http_reply *r)
+{
+    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
+        return 0;
+    wf_http_reply_text(r, 405, "text/plain", "only GET here\n");
+    return 1;
+}
+
+void wf_http_reply_metrics(wf_http_reply *r, char *text, size_t len)
+{
+    if (!text) {
+        wf_http_reply_text(r, 500, "text/plain", "out of memory\n");
+        return;
+    }
+    r->status = 200;
+    r->content_type = "text/plain; version=0.0.4";
+    r->body = text;
+    r->len = len;
+}
+
 static void closed(uv_handle_t *h)
 {
     hconn *c = h->data;

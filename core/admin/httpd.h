@@ -28,5 +28,13 @@ wf_httpd *wf_httpd_start(uv_loop_t *loop, const char *addr, wf_httpd_handler h, 
 void wf_httpd_stop(wf_httpd *d);
 /* Convenience: sets a reply from a string (copied). */
 void wf_http_reply_text(wf_http_reply *r, int status, const char *ctype, const char *text);
+/* 1 when the request's path (without its query string) is p. */
+int wf_http_path_is(const char *path, const char *p);
+/* Monitoring endpoints only read: anything but GET or HEAD gets a 405.
+ * 1 when it refused. */
+int wf_http_refuse_unless_get(const char *method, wf_http_reply *r);
+/* A Prometheus text page (taken; the server frees it), or a 500 for NULL
+ * (out of memory). */
+void wf_http_reply_metrics(wf_http_reply *r, char *text, size_t len);
 
 #endif

@@ -191,13 +191,10 @@ static char *metrics_text(const wf_istiod *I, size_t *len)
 static void handler(const char *method, const char *path, wf_http_reply *r)
 {
     wf_istiod *I = mon_ist;
-    size_t pl = strcspn(path, "?");
 
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        wf_http_reply_text(r, 405, "text/plain", "only GET here\n");
+    if (wf_http_refuse_unless_get(method, r))
         return;
-    }
-#define IS(p) (pl == strlen(p) && strncmp(path, p, pl) == 0)
+#define IS(p) wf_http_path_is(path, p)
     if (IS("/ready")) {
         if (I->cfg && I->xds && !I->stopping)
             wf_http_reply_text(r, 200, "text/plain", "ready\n");
@@ -212,14 +209,7 @@ static void handler(const char *method, const char *path, wf_http_reply *r)
     } else if (IS("/metrics") || IS("/stats/prometheus")) {
         size_t len = 0;
         char *t = metrics_text(I, &len);
-        if (!t) {
-            wf_http_reply_text(r, 500, "text/plain", "out of memory\n");
-            return;
-        }
-        r->status = 200;
-        r->content_type = "text/plain; version=0.0.4";
-        r->body = t;
-        r->len = len;
+        wf_http_reply_metrics(r, t, len);
     } else if (IS("/")) {
         wf_http_reply_text(r, 200, "text/plain",
                            "weft istiod\n"

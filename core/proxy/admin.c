@@ -21,12 +21,10 @@ static wf_httpd *server;
 
 static void handle(const char *method, const char *path, wf_http_reply *r)
 {
-    size_t plen = strcspn(path, "?");
-
-    if (plen == 6 && strncmp(path, "/ready", 6) == 0) {
+    if (wf_http_path_is(path, "/ready")) {
         int ok = wf_proxy_ready();
         wf_http_reply_text(r, ok ? 200 : 503, "text/plain", ok ? "LIVE\n" : "NOT READY\n");
-    } else if (plen == 12 && strncmp(path, "/config_dump", 12) == 0) {
+    } else if (wf_http_path_is(path, "/config_dump")) {
         wf_snapshot *s = wf_proxy_current();
         json_t *d = s ? wf_snapshot_dump(s) : json_object();
         json_t *x = wf_proxy_xds_dump();
@@ -37,26 +35,26 @@ static void handle(const char *method, const char *path, wf_http_reply *r)
         r->body = json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         r->len = r->body ? strlen(r->body) : 0;
         json_decref(d);
-    } else if (plen == 6 && strncmp(path, "/stats", 6) == 0) {
+    } else if (wf_http_path_is(path, "/stats")) {
         r->status = 200;
         r->content_type = "text/plain";
         r->body = wf_stats_text();
         r->len = r->body ? strlen(r->body) : 0;
-    } else if (plen == 6 && strncmp(path, "/certs", 6) == 0) {
+    } else if (wf_http_path_is(path, "/certs")) {
         json_t *d = wf_proxy_certs_dump();
         r->status = 200;
         r->content_type = "application/json";
         r->body = json_dumps(d, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
         r->len = r->body ? strlen(r->body) : 0;
         json_decref(d);
-    } else if (plen == 13 && strncmp(path, "/quitquitquit", 13) == 0) {
+    } else if (wf_http_path_is(path, "/quitquitquit")) {
         if (strcmp(method, "POST") != 0) {
             wf_http_reply_text(r, 405, "text/plain", "use POST /quitquitquit\n");
             return;
         }
         wf_http_reply_text(r, 200, "text/plain", "OK\n");
         wf_proxy_quit();
-    } else if (plen == 1) {
+    } else if (wf_http_path_is(path, "/")) {
         wf_http_reply_text(r, 200, "text/plain",
                            "weft admin: /ready /config_dump /stats /certs POST /quitquitquit\n");
     }

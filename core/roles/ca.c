@@ -80,13 +80,10 @@ static int duration_secs(const char *name, const char *v, long *out)
 static void handler(const char *method, const char *path, wf_http_reply *r)
 {
     ca_role *R = mon_role;
-    size_t pl = strcspn(path, "?");
 
-    if (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0) {
-        wf_http_reply_text(r, 405, "text/plain", "only GET here\n");
+    if (wf_http_refuse_unless_get(method, r))
         return;
-    }
-#define IS(p) (pl == strlen(p) && strncmp(path, p, pl) == 0)
+#define IS(p) wf_http_path_is(path, p)
     if (IS("/ready")) {
         if (R->srv && !R->stopping)
             wf_http_reply_text(r, 200, "text/plain", "ready\n");
@@ -97,13 +94,9 @@ static void handler(const char *method, const char *path, wf_http_reply *r)
         size_t len = 0, cap = 0;
         if (wf_ca_service_metrics(R->svc, &buf, &len, &cap) != 0) {
             free(buf);
-            wf_http_reply_text(r, 500, "text/plain", "out of memory\n");
-            return;
+            buf = NULL;
         }
-        r->status = 200;
-        r->content_type = "text/plain; version=0.0.4";
-        r->body = buf;
-        r->len = len;
+        wf_http_reply_metrics(r, buf, len);
     } else if (IS("/")) {
         wf_http_reply_text(r, 200, "text/plain", "weft ca\n  /ready\n  /metrics\n");
     }

@@ -426,6 +426,13 @@ def test_ca_role_usage_errors(weft_bin, tmp_path):
     assert not os.path.exists(d), "a usage error still created the CA directory"
 
 
+def test_monitoring_reads_only(ca):
+    c = ca()
+    assert http_get(c.mon_port, "/ready?x=1")[0] == 200
+    status, body, _ = http_get(c.mon_port, "/metrics", method="DELETE")
+    assert status == 405 and b"only GET" in body, (status, body)
+
+
 def test_sigint_stops_cleanly(ca):
     c = ca()
     c.stop(signal.SIGINT)

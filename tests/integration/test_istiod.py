@@ -451,3 +451,8 @@ def test_monitoring_endpoints_without_proxies(istiod):
     checked = prometheus_client_check(text)
     assert checked is None or "pilot_xds" in checked, checked
     assert d.get("/no-such-page")[0] == 404
+    # A query string does not change the page; monitoring only reads.
+    assert d.get("/ready?verbose=1")[0] == 200
+    status, body, _ = http_get(d.mon_port, "/ready", method="POST")
+    assert status == 405 and b"only GET" in body, (status, body)
+    assert http_get(d.mon_port, "/metrics", method="HEAD")[0] == 200
