@@ -65,18 +65,6 @@ typedef struct ca_role {
 /* The httpd handler has no user data; one CA runs per process. */
 static ca_role *mon_role;
 
-static int duration_secs(const char *name, const char *v, long *out)
-{
-    int64_t ms;
-
-    if (wf_duration_flag(name, v, 10LL * 365 * 86400 * 1000, &ms))
-        return 2;
-    if (ms < 1000)
-        return wf_usage_error("flag --%s: \"%s\" is shorter than a second", name, v);
-    *out = (long)(ms / 1000);
-    return 0;
-}
-
 static void handler(const char *method, const char *path, wf_http_reply *r)
 {
     ca_role *R = mon_role;
@@ -189,12 +177,8 @@ static int run(int argc, char **argv, int first)
     if (!ca_dir)
         return wf_usage_error("--role=ca needs --ca-dir DIR (plugged certs, or where to keep a "
                               "generated root)");
-    if (duration_secs("cert-ttl", cert_ttl, &ttl) ||
-        duration_secs("max-cert-ttl", max_cert_ttl, &max_ttl))
+    if (wf_cert_ttl_flags(cert_ttl, max_cert_ttl, &ttl, &max_ttl))
         return 2;
-    if (ttl > max_ttl)
-        return wf_usage_error("flag --cert-ttl %s is longer than --max-cert-ttl %s", cert_ttl,
-                              max_cert_ttl);
 
     wf_log_role = "ca";
     signal(SIGPIPE, SIG_IGN);

@@ -10,9 +10,34 @@ int wf_duration_flag(const char *name, const char *v, int64_t max_ms, int64_t *m
 
     if (wf_duration_parse(v, ms, err, sizeof(err)) < 0)
         return wf_usage_error("flag --%s: %s", name, err);
-    if (*ms > max_ms)
-        return wf_usage_error("flag --%s: \"%s\" is longer than %lld s", name, v,
-                              (long long)(max_ms / 1000));
+    if (*ms > max_ms) {
+        if (max_ms % 3600000 == 0)
+            return wf_usage_error("flag --%s: \"%s\" is longer than %lldh, the most it takes",
+                                  name, v, (long long)(max_ms / 3600000));
+        return wf_usage_error("flag --%s: \"%s\" is longer than %lld s, the most it takes", name,
+                              v, (long long)(max_ms / 1000));
+    }
+    return 0;
+}
+
+static int ttl_secs(const char *name, const char *v, long *out)
+{
+    int64_t ms;
+
+    if (wf_duration_flag(name, v, 3650LL * 86400 * 1000, &ms))
+        return 2;
+    if (ms < 1000)
+        return wf_usage_error("flag --%s: \"%s\" is shorter than a second", name, v);
+    *out = (long)(ms / 1000);
+    return 0;
+}
+
+int wf_cert_ttl_flags(const char *ttl, const char *max_ttl, long *ttl_s, long *max_s)
+{
+    if (ttl_secs("cert-ttl", ttl, ttl_s) || ttl_secs("max-cert-ttl", max_ttl, max_s))
+        return 2;
+    if (*ttl_s > *max_s)
+        return wf_usage_error("flag --cert-ttl %s is longer than --max-cert-ttl %s", ttl, max_ttl);
     return 0;
 }
 

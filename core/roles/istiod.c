@@ -33,6 +33,7 @@ static const wf_flag flags[] = {
 static int run(int argc, char **argv, int first)
 {
     wf_istiod_opts o = {0};
+    long ttl = 0, max_ttl = 0;
 
     config_dir = NULL;
     xds_listen = "127.0.0.1:15010";
@@ -49,13 +50,10 @@ static int run(int argc, char **argv, int first)
         return wf_usage_error("--role=istiod needs --config-dir DIR");
     if (wf_duration_flag("registry-grace", grace, 3600000, &o.registry_grace_ms) ||
         wf_duration_flag("debounce", debounce, 3600000, &o.debounce_ms) ||
-        wf_duration_flag("cert-ttl", cert_ttl, 90LL * 86400000, &o.cert_ttl_ms) ||
-        wf_duration_flag("max-cert-ttl", max_cert_ttl, 3650LL * 86400000, &o.max_cert_ttl_ms))
+        wf_cert_ttl_flags(cert_ttl, max_cert_ttl, &ttl, &max_ttl))
         return 2;
-    if (o.cert_ttl_ms < 1000 || o.max_cert_ttl_ms < o.cert_ttl_ms)
-        return wf_usage_error("flags --cert-ttl %s and --max-cert-ttl %s: need 1s <= cert-ttl <= "
-                              "max-cert-ttl",
-                              cert_ttl, max_cert_ttl);
+    o.cert_ttl_ms = (int64_t)ttl * 1000;
+    o.max_cert_ttl_ms = (int64_t)max_ttl * 1000;
     o.secure_listen = secure_listen;
     o.ca_dir = ca_dir;
     o.config_dir = config_dir;

@@ -47,6 +47,10 @@ int wf_duration_flag(const char *name, const char *v, int64_t max_ms, int64_t *m
      ttl_help " (" WF_CERT_TTL_DEFAULT ")"},                                                       \
     {"max-cert-ttl", WF_FLAG_STR, (max_dst), 0, 0, "DURATION",                                     \
      max_help " (" WF_MAX_CERT_TTL_DEFAULT ")"}
+/* Checks those two flags alike in every role: each from a second to ten
+ * years, --cert-ttl no longer than --max-cert-ttl.  Sets the lifetimes in
+ * seconds; returns 0, or 2 after printing the usage error. */
+int wf_cert_ttl_flags(const char *ttl, const char *max_ttl, long *ttl_s, long *max_s);
 
 /* Parses a role's flags (argv[first..argc) against flags[0..n)) and sets
  * the log threshold from *log_level, the destination of the table's

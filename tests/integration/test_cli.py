@@ -76,6 +76,24 @@ def test_usage_error_names_the_flag(weft_bin, tmp_path):
     assert "nope" in err, err
 
 
+@pytest.mark.parametrize("role", ["istiod", "ca"])
+def test_cert_lifetimes_checked_alike(weft_bin, tmp_path, role):
+    """Both roles that run a CA take --cert-ttl and --max-cert-ttl by the
+    same rules: each from a second to ten years, the default no longer than
+    the longest."""
+    base = ["--role=" + role, "--ca-dir", str(tmp_path / "ca")]
+    if role == "istiod":
+        base += ["--config-dir", str(tmp_path)]
+    cases = [(["--cert-ttl", "48h", "--max-cert-ttl", "24h"], "longer than --max-cert-ttl"),
+             (["--cert-ttl", "10ms"], "shorter than a second"),
+             (["--max-cert-ttl", "100000h"], "longer than 87600h"),
+             (["--cert-ttl", "soon"], "--cert-ttl")]
+    for extra, want in cases:
+        err = one_line_error(run_weft(base + extra))
+        assert want in err, (extra, err)
+    assert not (tmp_path / "ca").exists(), "a usage error still created the CA directory"
+
+
 @pytest.mark.parametrize("role", ["gateway"])
 def test_roles_not_built_yet(weft_bin, role):
     err = one_line_error(run_weft(["--role=" + role]))
