@@ -195,17 +195,14 @@ static void dc_flush_head(wf_dconn *dc)
         dc_write(dc, NULL, 0);
 }
 
-static void head_check_cb(uv_check_t *h)
+void wf__dc_flush_heads(wf_worker *w)
 {
-    wf_worker *w = h->data;
-
     while (w->head_dirty) {
         wf_dconn *dc = w->head_dirty;
         w->head_dirty = dc->next_head;
         dc->head_listed = 0;
         dc_flush_head(dc);
     }
-    uv_check_stop(h);
 }
 
 /* The head waits for the body this loop turn may bring. */
@@ -219,13 +216,7 @@ static void dc_hold_head(wf_dconn *dc, char *p, size_t len)
     dc->head_listed = 1;
     dc->next_head = w->head_dirty;
     w->head_dirty = dc;
-    if (!w->head_check_init) {
-        uv_check_init(&w->loop, &w->head_check);
-        w->head_check.data = w;
-        uv_unref((uv_handle_t *)&w->head_check);
-        w->head_check_init = 1;
-    }
-    uv_check_start(&w->head_check, head_check_cb);
+    wf__worker_flush_soon(w);
 }
 
 void wf__dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n)

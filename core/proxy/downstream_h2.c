@@ -568,17 +568,14 @@ static int on_stream_close(nghttp2_session *ng, int32_t id, uint32_t error_code,
 
 /* ---- the connection ---- */
 
-static void check_cb(uv_check_t *h)
+void wf__h2d_flush(wf_worker *w)
 {
-    wf_worker *w = h->data;
-
     while (w->h2_dirty) {
         wf_h2conn *c = w->h2_dirty;
         w->h2_dirty = c->next_dirty;
         c->dirty = 0;
         conn_flush(c);
     }
-    uv_check_stop(h);
 }
 
 static void schedule_flush(wf_h2conn *c)
@@ -590,13 +587,7 @@ static void schedule_flush(wf_h2conn *c)
     c->dirty = 1;
     c->next_dirty = w->h2_dirty;
     w->h2_dirty = c;
-    if (!w->h2_check_init) {
-        uv_check_init(&w->loop, &w->h2_check);
-        w->h2_check.data = w;
-        uv_unref((uv_handle_t *)&w->h2_check);
-        w->h2_check_init = 1;
-    }
-    uv_check_start(&w->h2_check, check_cb);
+    wf__worker_flush_soon(w);
 }
 
 /* The connection closes: every stream still running ends (the client is

@@ -211,12 +211,10 @@ typedef struct wf_worker {
     uint32_t n_streams;
     wf_dconn *dconns;           /* all open downstream connections */
     char *rbuf;                 /* shared read buffer */
-    uv_check_t h2_check;        /* flushes HTTP/2 sessions after each loop's I/O */
-    int h2_check_init;
-    struct wf_h2conn *h2_dirty; /* sessions with frames to send */
-    uv_check_t head_check;      /* writes HTTP/1.1 response heads no body joined */
-    int head_check_init;
-    wf_dconn *head_dirty;       /* connections with such a head */
+    uv_check_t flush_check;     /* after each loop's I/O: what waited to be sent (below) */
+    int flush_check_init;
+    struct wf_h2conn *h2_dirty; /* HTTP/2 sessions with frames to send */
+    wf_dconn *head_dirty;       /* HTTP/1.1 response heads no body joined */
     int rbuf_busy;
     int stopped;
 } wf_worker;

@@ -187,10 +187,30 @@ void wf_worker_maybe_stop(wf_worker *w)
     uv_mutex_unlock(&w->wake_lock);
     uv_close((uv_handle_t *)&w->wake, NULL);
     uv_close((uv_handle_t *)&w->tick, NULL);
-    if (w->h2_check_init)
-        uv_close((uv_handle_t *)&w->h2_check, NULL);
-    if (w->head_check_init)
-        uv_close((uv_handle_t *)&w->head_check, NULL);
+    if (w->flush_check_init)
+        uv_close((uv_handle_t *)&w->flush_check, NULL);
+}
+
+static void flush_check_cb(uv_check_t *h)
+{
+    wf_worker *w = h->data;
+
+    while (w->head_dirty || w->h2_dirty) {
+        wf__dc_flush_heads(w);
+        wf__h2d_flush(w);
+    }
+    uv_check_stop(h);
+}
+
+void wf__worker_flush_soon(wf_worker *w)
+{
+    if (!w->flush_check_init) {
+        uv_check_init(&w->loop, &w->flush_check);
+        w->flush_check.data = w;
+        uv_unref((uv_handle_t *)&w->flush_check);
+        w->flush_check_init = 1;
+    }
+    uv_check_start(&w->flush_check, flush_check_cb);
 }
 
 static void report_handle(uv_handle_t *h, void *arg)

@@ -207,6 +207,13 @@ int wf__stream_lower_authority(wf_stream *s);
 void wf__h2d_unlink(wf_stream *s);
 /* downstream.c: bytes to the client's connection (TLS or plain). */
 void wf__dc_write(wf_dconn *dc, const uv_buf_t *b, unsigned n);
+/* What a loop turn's I/O left to send goes out once that I/O is done, so
+ * that a response's head and the body the same turn brought leave in one
+ * write, and an HTTP/2 session's frames of the turn in few: the worker's
+ * flush (proxy.c) runs wf__dc_flush_heads and wf__h2d_flush. */
+void wf__worker_flush_soon(wf_worker *w);
+void wf__dc_flush_heads(wf_worker *w);
+void wf__h2d_flush(wf_worker *w);
 /* Closes a downstream connection (its streams end first). */
 void wf__dc_close(wf_dconn *dc);
 
