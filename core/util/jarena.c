@@ -14,23 +14,38 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Address space only: pages are touched as the region grows.  A region
- * that fills falls back to malloc, so this is a ceiling on speed, not on
- * the size of a configuration. */
+/* Address space only, reserved inaccessible: the region is made usable a
+ * step at a time as it grows (so that a system that counts committed
+ * memory strictly counts only what is used), and pages are touched as it
+ * fills.  A region that cannot grow falls back to malloc, so this is a
+ * ceiling on speed, not on the size of a configuration. */
 #define RESERVE ((size_t)4 << 30)
+#define STEP ((size_t)1 << 20)
 
-static char *base;     /* the reserved range, kept for the process's life */
-static size_t used;    /* bytes handed out since wf_jarena_begin */
-static size_t touched; /* the most used since the last release */
+static char *base;       /* the reserved range, kept for the process's life */
+static size_t used;      /* bytes handed out since wf_jarena_begin */
+static size_t usable;    /* bytes from base made readable and writable */
+static size_t touched;   /* the most used since the last release */
 static int open_, spilled;
 static __thread int opened; /* the calling thread opened the region */
 static __thread int mine;   /* ... and its JSON goes there now */
+
+/* Makes the region usable up to at least need bytes; -1 when it cannot. */
+static int grow(size_t need)
+{
+    size_t to = (need + STEP - 1) / STEP * STEP;
+
+    if (to > RESERVE || mprotect(base + usable, to - usable, PROT_READ | PROT_WRITE) != 0)
+        return -1;
+    usable = to;
+    return 0;
+}
 
 static void *ja_malloc(size_t n)
 {
     if (mine) {
         size_t r = (n + 15) & ~(size_t)15;
-        if (r >= n && r <= RESERVE - used) {
+        if (r >= n && r <= RESERVE - used && (used + r <= usable || grow(used + r) == 0)) {
             void *p = base + used;
             used += r;
             UNPOISON(p, n);
@@ -53,8 +68,8 @@ int wf_jarena_begin(void)
     if (open_)
         return -1;
     if (!base) {
-        void *p = mmap(NULL, RESERVE, PROT_READ | PROT_WRITE,
-                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+        void *p = mmap(NULL, RESERVE, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1,
+                       0);
         if (p == MAP_FAILED)
             return -1;
         base = p;
@@ -96,10 +111,12 @@ void wf_jarena_end(void)
 
 void wf_jarena_release(void)
 {
-    if (!base || open_ || !touched)
+    if (!base || open_ || !usable)
         return;
-    madvise(base, touched, MADV_DONTNEED);
-    touched = 0;
+    /* Inaccessible again: the pages and their commitment go back. */
+    madvise(base, usable, MADV_DONTNEED);
+    mprotect(base, usable, PROT_NONE);
+    usable = touched = 0;
 }
 
 size_t wf_jarena_resident(void)
