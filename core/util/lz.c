@@ -8,7 +8,8 @@
 #include "util/varint.h"
 
 #define MIN_MATCH 4
-#define HASH_BITS 15
+#define HASH_BITS_MIN 8
+#define HASH_BITS_MAX 15 /* a table of positions as big as the input, up to 32768 */
 
 size_t wf_lz_bound(size_t n)
 {
@@ -18,24 +19,27 @@ size_t wf_lz_bound(size_t n)
     return n + 2 * 10 + 1;
 }
 
-static uint32_t hash4(const uint8_t *p)
+static uint32_t hash4(const uint8_t *p, unsigned bits)
 {
     uint32_t v;
 
     memcpy(&v, p, 4);
-    return (v * 2654435761u) >> (32 - HASH_BITS);
+    return (v * 2654435761u) >> (32 - bits);
 }
 
 size_t wf_lz_pack(const uint8_t *in, size_t n, uint8_t *out)
 {
-    size_t *last = malloc(sizeof(size_t) << HASH_BITS); /* position + 1, 0 = none */
-    size_t o = wf_varint_put(out, n), anchor = 0, i = 0;
+    unsigned bits = HASH_BITS_MIN;
+    size_t *last, o = wf_varint_put(out, n), anchor = 0, i = 0;
 
-    if (!last)
+    /* Small inputs (one assignment of a few hundred bytes) get a small
+     * table: clearing 256 KB for each would cost more than packing. */
+    while (bits < HASH_BITS_MAX && ((size_t)1 << bits) < n)
+        bits++;
+    if (!(last = calloc((size_t)1 << bits, sizeof(*last)))) /* position + 1, 0 = none */
         return 0;
-    memset(last, 0, sizeof(size_t) << HASH_BITS);
     while (n >= MIN_MATCH && i <= n - MIN_MATCH) {
-        uint32_t h = hash4(in + i);
+        uint32_t h = hash4(in + i, bits);
         size_t cand = last[h], len = 0;
         last[h] = i + 1;
         if (cand && memcmp(in + cand - 1, in + i, MIN_MATCH) == 0) {
@@ -62,7 +66,7 @@ size_t wf_lz_pack(const uint8_t *in, size_t n, uint8_t *out)
         /* Positions inside the match are remembered too: the next copy of
          * this text finds its longest match from any of them. */
         for (size_t k = i + 1; k < i + len && k <= n - MIN_MATCH; k++)
-            last[hash4(in + k)] = k + 1;
+            last[hash4(in + k, bits)] = k + 1;
         i += len;
         anchor = i;
     }
