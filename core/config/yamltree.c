@@ -30,18 +30,16 @@ typedef struct builder {
     size_t n_anchors, cap_anchors;
     size_t nodes;
     wf_yn *root;
+    wf_arena *a; /* the documents' (every node, list and string is there) */
 } builder;
 
-static void free_node(wf_yn *n)
+static void *zalloc(builder *b, size_t n)
 {
-    /* Iterative in spirit: depth is capped at WF_YAML_MAX_DEPTH. */
-    if (!n)
-        return;
-    for (size_t i = 0; i < n->n; i++)
-        free_node(n->kids[i]);
-    free(n->kids);
-    free(n->s);
-    free(n);
+    void *p = wf_arena_alloc(b->a, n);
+
+    if (p)
+        memset(p, 0, n);
+    return p;
 }
 
 static wf_yn *new_node(builder *b, wf_yn_type t, const yaml_mark_t *m)
@@ -50,7 +48,7 @@ static wf_yn *new_node(builder *b, wf_yn_type t, const yaml_mark_t *m)
 
     if (b->nodes >= WF_YAML_MAX_NODES)
         return NULL;
-    n = calloc(1, sizeof(*n));
+    n = zalloc(b, sizeof(*n));
     if (!n)
         return NULL;
     b->nodes++;
@@ -60,11 +58,12 @@ static wf_yn *new_node(builder *b, wf_yn_type t, const yaml_mark_t *m)
     return n;
 }
 
-static int add_kid(wf_yn *p, wf_yn *k)
+static int add_kid(builder *b, wf_yn *p, wf_yn *k)
 {
     if (p->n == p->cap) {
         size_t nc = p->cap ? p->cap * 2 : 8;
-        wf_yn **v = realloc(p->kids, nc * sizeof(*v));
+        wf_yn **v = p->kids ? wf_arena_grow(b->a, p->kids, p->cap * sizeof(*v), nc * sizeof(*v))
+                            : wf_arena_alloc(b->a, nc * sizeof(*v));
         if (!v)
             return -1;
         p->kids = v;
@@ -80,7 +79,7 @@ static wf_yn *copy_node(builder *b, const wf_yn *src, int depth)
 
     if (depth > WF_YAML_MAX_DEPTH || b->nodes >= WF_YAML_MAX_NODES)
         return NULL;
-    n = calloc(1, sizeof(*n));
+    n = zalloc(b, sizeof(*n));
     if (!n)
         return NULL;
     b->nodes++;
@@ -88,21 +87,12 @@ static wf_yn *copy_node(builder *b, const wf_yn *src, int depth)
     n->kids = NULL;
     n->n = n->cap = 0;
     n->s = NULL;
-    if (src->s) {
-        n->s = malloc(src->len + 1);
-        if (!n->s) {
-            free(n);
-            return NULL;
-        }
-        memcpy(n->s, src->s, src->len + 1);
-    }
+    if (src->s && !(n->s = wf_arena_strndup(b->a, src->s, src->len)))
+        return NULL;
     for (size_t i = 0; i < src->n; i++) {
         wf_yn *k = copy_node(b, src->kids[i], depth + 1);
-        if (!k || add_kid(n, k) < 0) {
-            free_node(k);
-            free_node(n);
+        if (!k || add_kid(b, n, k) < 0)
             return NULL;
-        }
     }
     return n;
 }
@@ -204,8 +194,8 @@ static void reset_builder(builder *b)
     for (size_t i = 0; i < b->n_anchors; i++)
         free(b->anchors[i].name);
     b->n_anchors = 0;
-    /* Open containers on the stack are owned by the root. */
-    free_node(b->root);
+    /* A document left unfinished stays in the arena until the documents
+     * are freed. */
     b->root = NULL;
     b->depth = 0;
 }
@@ -214,14 +204,12 @@ static void reset_builder(builder *b)
 static int attach(builder *b, wf_yn *n)
 {
     if (b->depth == 0) {
-        if (b->root) {
-            free_node(n);
+        if (b->root)
             return -1;
-        }
         b->root = n;
         return 0;
     }
-    return add_kid(b->stack[b->depth - 1], n);
+    return add_kid(b, b->stack[b->depth - 1], n);
 }
 
 static void set_err(char *err, size_t errlen, int *line, int *col, int l, int c, const char *fmt,
@@ -241,6 +229,9 @@ int wf__yaml_parse(const char *buf, size_t len, wf_ydocs *out, char *err, size_t
     int rc = -1, done = 0, doc_line = 1, doc_col = 1;
 
     memset(&b, 0, sizeof(b));
+    if (!out->arena.limit)
+        wf_arena_init(&out->arena, SIZE_MAX / 2);
+    b.a = &out->arena;
     if (!yaml_parser_initialize(&p)) {
         set_err(err, errlen, line, col, 0, 0, "%s", "out of memory");
         return -1;
@@ -298,15 +289,12 @@ int wf__yaml_parse(const char *buf, size_t len, wf_ydocs *out, char *err, size_t
                 goto out;
             }
             n->len = ev.data.scalar.length;
-            n->s = malloc(n->len + 1);
+            n->s = wf_arena_strndup(b.a, (const char *)ev.data.scalar.value, n->len);
             if (!n->s) {
-                free(n);
                 yaml_event_delete(&ev);
                 set_err(err, errlen, line, col, 0, 0, "%s", "out of memory");
                 goto out;
             }
-            memcpy(n->s, ev.data.scalar.value, n->len);
-            n->s[n->len] = '\0';
             if (ev.data.scalar.tag &&
                 strcmp((const char *)ev.data.scalar.tag, "tag:yaml.org,2002:str") == 0)
                 n->vtype = WF_YV_STR;
@@ -316,7 +304,6 @@ int wf__yaml_parse(const char *buf, size_t len, wf_ydocs *out, char *err, size_t
             else
                 n->vtype = WF_YV_STR;
             if (remember_anchor(&b, ev.data.scalar.anchor, n) < 0 || attach(&b, n) < 0) {
-                free_node(n);
                 yaml_event_delete(&ev);
                 set_err(err, errlen, line, col, 0, 0, "%s", "out of memory");
                 goto out;
@@ -345,7 +332,6 @@ int wf__yaml_parse(const char *buf, size_t len, wf_ydocs *out, char *err, size_t
             }
             /* Attach first so the node is owned by the tree from now on. */
             if (attach(&b, n) < 0) {
-                free_node(n);
                 yaml_event_delete(&ev);
                 set_err(err, errlen, line, col, 0, 0, "%s", "out of memory");
                 goto out;
@@ -410,8 +396,9 @@ out:
 
 void wf__yaml_free_docs(wf_ydocs *d)
 {
-    for (size_t i = 0; i < d->n; i++)
-        free_node(d->v[i].root);
+    wf_arena_reset(&d->arena);
+    /* Config is loaded now and then: its blocks are not kept for reuse. */
+    wf_arena_thread_release();
     free(d->v);
     d->v = NULL;
     d->n = d->cap = 0;

@@ -14,6 +14,8 @@
 
 #include <stddef.h>
 
+#include "util/arena.h"
+
 typedef enum wf_yn_type {
     WF_YN_SCALAR = 1,
     WF_YN_SEQ = 2,
@@ -48,6 +50,7 @@ typedef struct wf_ydoc {
 typedef struct wf_ydocs {
     wf_ydoc *v;
     size_t n, cap;
+    wf_arena arena; /* every node, list and string: freed whole */
 } wf_ydocs;
 
 /*
