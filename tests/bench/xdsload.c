@@ -626,7 +626,7 @@ int main(int argc, char **argv)
     L->namespaces = 10;
     L->ramp = 200;
     L->timeout_ms = 60000;
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc; i += 2) { /* --flag value */
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "--xds") == 0 && v)
             L->addr = v;
@@ -642,7 +642,6 @@ int main(int argc, char **argv)
             L->timeout_ms = 1000ull * uarg(a, v, 1, 86400);
         else
             usage();
-        i++;
     }
     setvbuf(stdout, NULL, _IOLBF, 0);
     signal(SIGPIPE, SIG_IGN);
