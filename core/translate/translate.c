@@ -39,6 +39,7 @@
 #include <strings.h>
 #include <sys/socket.h>
 
+#include "util/arena.h"
 #include "util/log.h"
 
 #define SVC_SUFFIX ".svc.cluster.local"
@@ -155,8 +156,7 @@ typedef struct tr {
     const char *td;      /* MeshConfig.trustDomain */
     const char *const *labels;
     size_t n_labels; /* pairs */
-    void **allocs;
-    size_t n_allocs, cap_allocs;
+    wf_arena scratch; /* tr_alloc's: freed whole with the translation */
     tr_svc *svcs; /* sorted by key, unique keys */
     size_t n_svcs;
     tr_dns *dns;
@@ -198,21 +198,11 @@ void wf__translate_warn(const char *fmt, ...)
 /* Returns n zeroed bytes that live until the end of the translation. */
 static void *tr_alloc(tr *t, size_t n)
 {
-    void *p;
+    void *p = wf_arena_alloc(&t->scratch, n ? n : 1);
 
-    if (t->n_allocs == t->cap_allocs) {
-        size_t cap = t->cap_allocs ? t->cap_allocs * 2 : 64;
-        void **v = realloc(t->allocs, cap * sizeof(*v));
-        if (!v)
-            OOM(t);
-        t->allocs = v;
-        t->cap_allocs = cap;
-    }
-    p = calloc(1, n ? n : 1);
     if (!p)
         OOM(t);
-    t->allocs[t->n_allocs++] = p;
-    return p;
+    return memset(p, 0, n ? n : 1);
 }
 
 static void *tr_array(tr *t, size_t n, size_t size)
@@ -246,11 +236,16 @@ static char *tr_printf(tr *t, const char *fmt, ...)
     int n;
     char *s;
 
+    char buf[256];
+
+    /* Formatted once when it fits (names and keys nearly always do). */
     va_start(ap, fmt);
-    n = vsnprintf(NULL, 0, fmt, ap);
+    n = vsnprintf(buf, sizeof(buf), fmt, ap);
     va_end(ap);
     if (n < 0)
         OOM(t);
+    if ((size_t)n < sizeof(buf))
+        return memcpy(tr_alloc(t, (size_t)n + 1), buf, (size_t)n + 1);
     s = tr_alloc(t, (size_t)n + 1);
     va_start(ap, fmt);
     vsnprintf(s, (size_t)n + 1, fmt, ap);
@@ -2629,9 +2624,8 @@ static void translate_all(tr *t)
 
 static void cleanup(tr *t)
 {
-    for (size_t i = 0; i < t->n_allocs; i++)
-        free(t->allocs[i]);
-    free(t->allocs);
+    wf_arena_reset(&t->scratch);
+    wf_arena_thread_release(); /* translations are rare: keep no blocks for them */
     json_decref(t->bundle);
     json_decref(t->domains);
     json_decref(t->seen);
@@ -2652,6 +2646,7 @@ json_t *wf_translate(const wf_config *cfg, const wf_proxy_info *p, char *err, si
         return NULL;
     }
     memset(&t, 0, sizeof(t));
+    wf_arena_init(&t.scratch, SIZE_MAX / 2);
     t.err = err;
     t.errlen = errlen;
     t.cfg = cfg;
