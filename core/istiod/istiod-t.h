@@ -54,7 +54,7 @@ typedef struct wf_istiod {
 
     uv_fs_event_t fsev;
     int fsev_on;
-    uv_timer_t poll, reload_timer, push_timer, expire_timer, trash_timer;
+    uv_timer_t poll, reload_timer, push_timer, expire_timer, settle_timer;
     uint64_t reload_first; /* first change seen since the last reload (uv_now) */
     uint64_t push_first;   /* first change not pushed yet */
     uv_signal_t sig_term, sig_int;
