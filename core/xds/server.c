@@ -23,10 +23,12 @@
 #define SLOW_BYTES (1024 * 1024)
 #define RETRY_MS 100
 /* Pushes queued and not yet written, all streams together.  A change is
- * pushed to every stream, and queueing it to all at once would copy it once
- * per stream before the first byte goes out (thousands of copies of a
- * listener of a few hundred KB); within this budget the streams are served
- * as their bytes leave, at the same rate, from a fraction of the memory. */
+ * pushed to every stream; queued to all at once (the bytes are shared, not
+ * copied), every connection's writes would compete from the start, and
+ * the last streams would finish with the first.  Within this budget the
+ * streams are served oldest first as their bytes leave, and most of them
+ * converge sooner: 99 % of 2000 proxies in about 450 ms instead of 480
+ * for a VirtualService change (./dev bench, case 6). */
 #define PUSH_BUDGET (16 << 20)
 /* A stream whose pushed bytes are not written after this long is a slow
  * reader: it stops counting against the budget, so that a few stuck
@@ -34,7 +36,8 @@
  * what is queued for it bounded). */
 #define STALL_MS 1000
 /* After a burst of pushes, give the allocator's free pages back (glibc
- * keeps what the queues used), at most this often. */
+ * keeps what the connections' write buffers and HTTP/2 frames used), at
+ * most this often. */
 #define TRIM_MS 1000
 #define CONTROL_PLANE "weft-istiod"
 
@@ -227,6 +230,15 @@ static int cmp_str(const void *a, const void *b)
     return strcmp(*(char *const *)a, *(char *const *)b);
 }
 
+/* A request with n names could repeat ts's subscription: ts has one of n
+ * names, and a wildcard exactly when that is none (LDS, CDS). */
+static int may_repeat(const wf_xds_type_state *ts, int type, size_t n)
+{
+    size_t have = ts->set ? ts->set->n : 0;
+
+    return ts->subscribed && n == have && ts->wildcard == (type != WF_XDS_EDS && have == 0);
+}
+
 /* Replaces ts's subscription by the request's.  Returns 1 when it changed,
  * 0 when it is the same, -1 on out of memory. */
 static int set_names(wf_xds_type_state *ts, int type, const wf_xds_request *req)
@@ -238,8 +250,7 @@ static int set_names(wf_xds_type_state *ts, int type, const wf_xds_request *req)
 
     /* The common case, an ACK that repeats the names in the order they
      * were interned in, costs a comparison and no allocation. */
-    if (ts->subscribed && req->n_resource_names == have &&
-        ts->wildcard == (type != WF_XDS_EDS && have == 0)) {
+    if (may_repeat(ts, type, req->n_resource_names)) {
         size_t i = 0;
         while (i < have && req->resource_names[i] &&
                strcmp(req->resource_names[i], ts->set->names[i]) == 0)
@@ -404,8 +415,8 @@ int wf_xds_state_plain_ack(wf_xds_stream_state *st, const wf_xds_request_view *v
         return 0;
     ts = &st->t[type];
     have = ts->set ? ts->set->n : 0;
-    if (!ts->subscribed || !slice_is(v->response_nonce, v->nonce_len, ts->sent_nonce) ||
-        v->n_resource_names != have || ts->wildcard != (type != WF_XDS_EDS && have == 0))
+    if (!may_repeat(ts, type, v->n_resource_names) ||
+        !slice_is(v->response_nonce, v->nonce_len, ts->sent_nonce))
         return 0;
     while (wf_xds_request_name(v, &pos, &name, &len))
         if (i >= have || !slice_is(name, len, ts->set->names[i++]))
@@ -773,9 +784,8 @@ static uint64_t hashes_hash(const uint64_t *h, size_t n)
 /* Encodes all (a JSON array of resources of type) into tb.  Returns 0
  * (with tb->error set when a resource cannot be encoded), -1 on out of
  * memory.  What the table keeps is a few blocks, not one per resource:
- * they are made while a translation's many small values are alive, and
- * each small block left among them once they are freed would keep a page
- * resident. */
+ * they are made among the encoder's many small temporaries, and each small
+ * block left among them once they are freed would keep a page resident. */
 static int table_build(res_table *tb, int type, const json_t *all)
 {
     size_t n = json_array_size(all), m = n ? n : 1, text = 0;
