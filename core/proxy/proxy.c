@@ -750,34 +750,33 @@ static int align_listeners(json_t *bundle)
 }
 
 /*
- * Static mode: the snapshot from the translated bundle, keeping the least
- * memory.  The configuration and the translation's temporaries lie among
- * the bundle's nodes; kept as they are, the route tables the snapshot holds
- * would pin those pages.  So the bundle goes through its text: everything
- * else is freed first, the bundle is read back into the emptied pages
- * (route tables first, densely), the snapshot's own structures follow, and
- * what the snapshot does not keep is then freed as whole pages that
- * malloc_trim returns.  *bundle and *cfg are freed.
+ * Static mode: the snapshot of cfg's translation.  The translation's JSON
+ * is made in the JSON region (util/jarena.h): the snapshot keeps nothing of
+ * it (it compiles what it reads, and packs what /config_dump shows), so
+ * the region is emptied and its pages given back once the snapshot is
+ * built, and none of the translation's many small values is left among
+ * what the snapshot keeps.
  */
-static wf_snapshot *settle_and_build(json_t **bundle, wf_config **cfg, char *err, size_t errlen)
+static wf_snapshot *translate_and_build(const wf_config *cfg, const wf_proxy_info *pi, char *err,
+                                        size_t errlen)
 {
-    char *text = json_dumps(*bundle, JSON_COMPACT);
+    int region = wf_jarena_begin() == 0;
+    char why[512];
+    json_t *bundle = wf_translate(cfg, pi, why, sizeof(why));
     wf_snapshot *s = NULL;
 
-    json_decref(*bundle);
-    *bundle = NULL;
-    wf_config_free(*cfg);
-    *cfg = NULL;
-    if (!text || !(*bundle = json_loads(text, 0, NULL))) {
-        snprintf(err, errlen, "out of memory building the configuration snapshot");
-        free(text);
-        return NULL;
+    if (region)
+        wf_jarena_pause(); /* what the snapshot makes stays */
+    if (bundle) {
+        s = wf_snapshot_build(bundle, &wl, err, errlen);
+    } else {
+        snprintf(err, errlen, "cannot translate the configuration: %s", why);
     }
-    free(text);
-    s = wf_snapshot_build(*bundle, &wl, err, errlen);
-    json_decref(*bundle);
-    *bundle = NULL;
-    malloc_trim(0);
+    json_decref(bundle);
+    if (region) {
+        wf_jarena_end();
+        wf_jarena_release();
+    }
     return s;
 }
 
@@ -895,7 +894,7 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
     const char **labels = NULL;
     const char *pdirs[40];
     size_t npd = 0;
-    json_t *bundle = NULL, *label_obj = json_object(), *node = NULL;
+    json_t *label_obj = json_object(), *node = NULL;
     int rc = 0;
 
     wf_log_role = "proxy";
@@ -951,16 +950,14 @@ static int run(const wf_proxy_opts *o, const wf_proxy_xds_opts *x)
                              .inbound_port = in_port,
                              .app_port = (int)o->app_port,
                              .app_protocol = o->app_protocol};
-        bundle = wf_translate(cfg, &pi, err, sizeof(err));
-        if (!bundle) {
-            fprintf(stderr, "weft: proxy: cannot translate the configuration: %s\n", err);
-            rc = 1;
-            goto out;
-        }
         /* Filters may keep the workload's strings: this one outlives cfg. */
         snprintf(trust_domain, sizeof(trust_domain), "%s", cfg->mesh.trust_domain);
         wl.trust_domain = trust_domain;
-        if (!(current = settle_and_build(&bundle, &cfg, err, sizeof(err)))) {
+        current = translate_and_build(cfg, &pi, err, sizeof(err));
+        wf_config_free(cfg);
+        cfg = NULL;
+        malloc_trim(0);
+        if (!current) {
             fprintf(stderr, "weft: proxy: %s\n", err);
             rc = 1;
             goto out;
@@ -1066,7 +1063,6 @@ out:
     if (current)
         wf_snapshot_unref(current);
     current = NULL;
-    json_decref(bundle);
     if (cfg)
         wf_config_free(cfg);
     json_decref(label_obj);
