@@ -609,6 +609,21 @@ TEST(shared_messages)
     CHECK_INT(send_shared(gone.c, b[0], SIZE, 10), -1);
     CHECK(run_until(&gone.closed));
     CHECK_INT(releases, 2 * CALLS + 1);
+
+    /* Refused, and not taken: no body, no release, a tail without bytes,
+     * more than a message may hold. */
+    cstate bad = {0};
+    CHECK(call(&bad, srv_addr, "/weft.test.Echo/Bidi") != NULL);
+    CHECK_INT(wf_grpc_send_shared(bad.c, NULL, 0, NULL, 0, count_release, &releases), -1);
+    CHECK_INT(wf_grpc_send_shared(bad.c, b[0], 10, NULL, 0, NULL, NULL), -1);
+    CHECK_INT(wf_grpc_send_shared(bad.c, b[0], 10, NULL, 5, count_release, &releases), -1);
+    CHECK_INT(wf_grpc_send_shared(bad.c, b[0], WF_GRPC_MAX_MESSAGE, b[0], 1, count_release,
+                                  &releases),
+              -1);
+    CHECK_INT(wf_grpc_queued(bad.c), 0);
+    wf_grpc_cancel(bad.c);
+    CHECK(run_until(&bad.closed));
+    CHECK_INT(releases, 2 * CALLS + 1);
     for (int m = 0; m < 2; m++)
         free(b[m]);
 }
