@@ -311,46 +311,64 @@ static size_t elem_size(ProtobufCType t)
  * protobuf-c would refuse broken framing itself, but it recurses without a
  * limit; checking first keeps the stack bounded.
  */
+/* One field at buf[*i], which it steps over: its number, and for a
+ * length-delimited one its bytes (*p NULL for the others).  Returns 0, or
+ * -1 for broken framing, a field number protobuf does not allow, or a
+ * group (no xDS message has them). */
+static int next_field(const uint8_t *buf, size_t len, size_t *i, unsigned *num, const uint8_t **p,
+                      size_t *plen)
+{
+    uint64_t key, v;
+
+    *p = NULL;
+    *plen = 0;
+    if (wf_varint_get(buf, len, i, &key) < 0)
+        return -1;
+    if ((key >> 3) == 0 || (key >> 3) > 536870911)
+        return -1;
+    *num = (unsigned)(key >> 3);
+    switch (key & 7) {
+    case 0:
+        return wf_varint_get(buf, len, i, &v);
+    case 1:
+        if (len - *i < 8)
+            return -1;
+        *i += 8;
+        return 0;
+    case 5:
+        if (len - *i < 4)
+            return -1;
+        *i += 4;
+        return 0;
+    case 2:
+        if (wf_varint_get(buf, len, i, &v) < 0 || v > len - *i)
+            return -1;
+        *p = buf + *i;
+        *plen = (size_t)v;
+        *i += (size_t)v;
+        return 0;
+    default:
+        return -1;
+    }
+}
+
 static int wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, size_t n, int depth)
 {
-    size_t i = 0;
-    uint64_t key, v;
+    size_t i = 0, fl;
+    const uint8_t *f;
+    unsigned num;
 
     if (depth > MAX_DEPTH)
         return -2;
     while (i < n) {
-        if (wf_varint_get(p, n, &i, &key) < 0 || (key >> 3) == 0 || (key >> 3) > 536870911)
+        const ProtobufCFieldDescriptor *fd;
+        if (next_field(p, n, &i, &num, &f, &fl) < 0)
             return -1;
-        switch (key & 7) {
-        case 0:
-            if (wf_varint_get(p, n, &i, &v) < 0)
-                return -1;
-            break;
-        case 1:
-            if (n - i < 8)
-                return -1;
-            i += 8;
-            break;
-        case 5:
-            if (n - i < 4)
-                return -1;
-            i += 4;
-            break;
-        case 2: {
-            const ProtobufCFieldDescriptor *f;
-            if (wf_varint_get(p, n, &i, &v) < 0 || v > n - i)
-                return -1;
-            f = d ? protobuf_c_message_descriptor_get_field(d, (unsigned)(key >> 3)) : NULL;
-            if (f && f->type == PROTOBUF_C_TYPE_MESSAGE) {
-                int r = wire_check(f->descriptor, p + i, (size_t)v, depth + 1);
-                if (r < 0)
-                    return r;
-            }
-            i += (size_t)v;
-            break;
-        }
-        default: /* groups: no xDS message has them */
-            return -1;
+        fd = f && d ? protobuf_c_message_descriptor_get_field(d, num) : NULL;
+        if (fd && fd->type == PROTOBUF_C_TYPE_MESSAGE) {
+            int r = wire_check(fd->descriptor, f, fl, depth + 1);
+            if (r < 0)
+                return r;
         }
     }
     return 0;
@@ -360,32 +378,21 @@ static int wire_check(const ProtobufCMessageDescriptor *d, const uint8_t *p, siz
  * every resource type, for error messages about bytes we cannot decode. */
 static int peek_name(const uint8_t *p, size_t n, char *out, size_t outlen)
 {
-    size_t i = 0;
-    uint64_t key, v;
+    size_t i = 0, fl;
+    const uint8_t *f;
+    unsigned num;
 
-    while (i < n && wf_varint_get(p, n, &i, &key) == 0) {
-        if ((key & 7) == 2) {
-            if (wf_varint_get(p, n, &i, &v) < 0 || v > n - i)
-                return -1;
-            if ((key >> 3) == 1) {
-                size_t l = (size_t)v < outlen - 1 ? (size_t)v : outlen - 1;
-                for (size_t k = 0; k < l; k++)
-                    if (p[i + k] < 0x20 || p[i + k] > 0x7e)
-                        return -1;
-                memcpy(out, p + i, l);
-                out[l] = 0;
-                return 0;
-            }
-            i += (size_t)v;
-        } else if ((key & 7) == 0) {
-            if (wf_varint_get(p, n, &i, &v) < 0)
-                return -1;
-        } else if ((key & 7) == 1 && n - i >= 8) {
-            i += 8;
-        } else if ((key & 7) == 5 && n - i >= 4) {
-            i += 4;
-        } else {
+    while (i < n) {
+        if (next_field(p, n, &i, &num, &f, &fl) < 0)
             return -1;
+        if (num == 1 && f) {
+            size_t l = fl < outlen - 1 ? fl : outlen - 1;
+            for (size_t k = 0; k < l; k++)
+                if (f[k] < 0x20 || f[k] > 0x7e)
+                    return -1;
+            memcpy(out, f, l);
+            out[l] = 0;
+            return 0;
         }
     }
     return -1;
@@ -1974,43 +1981,6 @@ int wf_xds_response_decode(const uint8_t *buf, size_t len, wf_xds_response *r, c
 }
 
 /* ---- envelopes without their resources ------------------------------------------------------ */
-
-/* One field at buf[*i]: its number and wire type, and for a length-delimited
- * one its bytes.  Returns 0, or -1 for broken framing (or a group). */
-static int next_field(const uint8_t *buf, size_t len, size_t *i, unsigned *num, const uint8_t **p,
-                      size_t *plen)
-{
-    uint64_t key, v;
-
-    *p = NULL;
-    *plen = 0;
-    if (wf_varint_get(buf, len, i, &key) < 0)
-        return -1;
-    *num = (unsigned)(key >> 3);
-    switch (key & 7) {
-    case 0:
-        return wf_varint_get(buf, len, i, &v);
-    case 1:
-        if (len - *i < 8)
-            return -1;
-        *i += 8;
-        return 0;
-    case 5:
-        if (len - *i < 4)
-            return -1;
-        *i += 4;
-        return 0;
-    case 2:
-        if (wf_varint_get(buf, len, i, &v) < 0 || v > len - *i)
-            return -1;
-        *p = buf + *i;
-        *plen = (size_t)v;
-        *i += (size_t)v;
-        return 0;
-    default:
-        return -1;
-    }
-}
 
 int wf_xds_request_peek(const uint8_t *buf, size_t len, wf_xds_request_view *v)
 {

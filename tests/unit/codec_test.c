@@ -1216,6 +1216,18 @@ TEST(malformed_bytes_are_refused)
     wf_xds_request_free(&q);
     CHECK(wf_xds_response_decode(group, sizeof(group), &p, err, sizeof(err)) < 0);
     wf_xds_response_free(&p);
+    /* The envelope readers walk fields the same way, and refuse the same. */
+    {
+        wf_xds_envelope env;
+        wf_xds_request_view view;
+        const uint8_t *bad[] = {truncated_varint, long_len, group, field0};
+        const size_t lens[] = {sizeof(truncated_varint), sizeof(long_len), sizeof(group),
+                               sizeof(field0)};
+        for (size_t i = 0; i < 4; i++) {
+            CHECK(wf_xds_response_envelope(bad[i], lens[i], &env) < 0);
+            CHECK(wf_xds_request_peek(bad[i], lens[i], &view) < 0);
+        }
+    }
 
     /* A Struct string that is not UTF-8. */
     static const uint8_t bad_utf8[] = {0xca, 0x01, 0x13, 0x0a, 0x11, 0x0a, 0x01, 'i',
